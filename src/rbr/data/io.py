@@ -1,0 +1,234 @@
+"""Readers and writers for conversation data in JSONL and Parquet.
+
+Rows use the gold-set layout: ``prompt`` is a list of ``{role, content}``
+messages ending with a user turn and ``completion`` is a list holding one
+assistant message (a plain string is accepted for either). Optional fields:
+``response_type``, ``category``, ``label``, ``base_reward``, ``prompt_id`` and
+``propositions`` (a mapping of proposition name to a boolean or a probability).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from rbr.data.types import Message, Record, Sample, messages_from_mapping, prompt_hash
+from rbr.errors import DataError
+
+KNOWN_FIELDS = {
+    "prompt",
+    "completion",
+    "response_type",
+    "category",
+    "label",
+    "base_reward",
+    "prompt_id",
+    "propositions",
+    "id",
+}
+
+
+def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, row)`` from a JSONL or Parquet file.
+
+    Line numbers are 1-based. Blank JSONL lines are skipped but still counted.
+
+    Raises:
+        DataError: When the file is missing, unreadable or a line is not a JSON
+            object.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), None, "file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        yield from _iter_parquet(path)
+        return
+    with path.open("r", encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise DataError(
+                    str(path), number, f"invalid JSON: {error.msg} at column {error.colno}"
+                ) from None
+            if not isinstance(row, dict):
+                raise DataError(
+                    str(path), number, f"expected a JSON object, got {type(row).__name__}"
+                )
+            yield number, row
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DataError(
+            str(path), None, "reading Parquet needs pyarrow: pip install 'rbr[parquet]'"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several unrelated types
+        raise DataError(str(path), None, f"cannot read Parquet file: {error}") from None
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield number, row
+
+
+def parse_record(row: Mapping[str, Any], *, source: str, line: int | None) -> Record:
+    """Build a :class:`Record` from one row, reporting problems with file and line.
+
+    Raises:
+        DataError: When a required field is missing or has the wrong type.
+    """
+
+    def fail(problem: str) -> DataError:
+        return DataError(source, line, problem)
+
+    if "prompt" not in row:
+        raise fail("missing field 'prompt' (a list of {role, content} messages)")
+    if "completion" not in row:
+        raise fail("missing field 'completion' (a list with one assistant message)")
+    prompt_value = row["prompt"]
+    if isinstance(prompt_value, str):
+        prompt = (Message("user", prompt_value),)
+    else:
+        try:
+            prompt = messages_from_mapping(prompt_value)
+        except ValueError as error:
+            raise fail(f"field 'prompt': {error}") from None
+    if not prompt:
+        raise fail("field 'prompt' is empty; it needs at least one user message")
+    completion = _completion_text(row["completion"], fail)
+
+    response_type = _optional_str(row, "response_type", fail)
+    category = _optional_str(row, "category", fail)
+    label = _optional_str(row, "label", fail)
+    base_reward = _optional_float(row, "base_reward", fail)
+    prompt_id = _optional_str(row, "prompt_id", fail) or prompt_hash(prompt)
+    sample_id = _optional_str(row, "id", fail)
+    propositions = _propositions(row.get("propositions"), fail)
+    extra = {k: v for k, v in row.items() if k not in KNOWN_FIELDS}
+    sample = Sample(
+        prompt=prompt,
+        completion=completion,
+        response_type=response_type,
+        sample_id=sample_id if sample_id is not None else f"{source}:{line}",
+    )
+    return Record(
+        sample=sample,
+        prompt_id=prompt_id,
+        category=category,
+        label=label,
+        base_reward=base_reward,
+        propositions=propositions,
+        line=line,
+        extra=extra,
+    )
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Read every row of a JSONL or Parquet file into records.
+
+    Raises:
+        DataError: On the first invalid row, naming the file and line.
+    """
+    source = str(path)
+    return [parse_record(row, source=source, line=n) for n, row in iter_rows(path)]
+
+
+def _completion_text(value: Any, fail: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        messages = messages_from_mapping(value)
+    except ValueError as error:
+        raise fail(f"field 'completion': {error}") from None
+    if len(messages) != 1 or messages[0].role != "assistant":
+        roles = [m.role for m in messages]
+        raise fail(
+            f"field 'completion' must hold exactly one assistant message, got roles {roles}"
+        )
+    return messages[0].content
+
+
+def _optional_str(row: Mapping[str, Any], key: str, fail: Any) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise fail(f"field '{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_float(row: Mapping[str, Any], key: str, fail: Any) -> float | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(f"field '{key}' must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise fail(f"field '{key}' must be finite, got {value}")
+    return float(value)
+
+
+def _propositions(value: Any, fail: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise fail(
+            f"field 'propositions' must be an object of name to boolean or "
+            f"probability, got {type(value).__name__}"
+        )
+    result = {}
+    for name, item in value.items():
+        if isinstance(item, bool):
+            result[name] = 1.0 if item else 0.0
+        elif isinstance(item, (int, float)) and 0.0 <= item <= 1.0:
+            result[name] = float(item)
+        else:
+            raise fail(
+                f"field 'propositions.{name}' must be a boolean or a probability "
+                f"in [0, 1], got {item!r}"
+            )
+    return result
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[IO[str]]:
+    """Open a text file for writing that appears only if the block succeeds.
+
+    The data goes to a temporary file in the same folder, which is renamed
+    over ``path`` on success and deleted on any exception, so a failed run
+    never leaves a partial output file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    )
+    try:
+        with handle:
+            yield handle
+        os.replace(handle.name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle.name)
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write rows as JSONL atomically and return how many were written."""
+    count = 0
+    with atomic_output(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
