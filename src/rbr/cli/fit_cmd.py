@@ -1,0 +1,142 @@
+"""``rbr fit``: fit RBR weights from labelled comparison data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rbr.cli.common import (
+    build_grader,
+    grader_options,
+    load_policy_or_default,
+    policy_option,
+    progress_bar,
+    read_data,
+)
+from rbr.data.io import atomic_output
+from rbr.fitting.grading import grade_records
+from rbr.fitting.rbr_fit import LABEL_SOURCES, FitSettings, fit_rbr
+from rbr.fitting.weights import RBRWeights
+
+
+@click.command("fit")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the weights JSON.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the fit report (per response type metrics and weights) as JSON.",
+)
+@policy_option
+@grader_options
+@click.option(
+    "--labels",
+    "label_source",
+    type=click.Choice(LABEL_SOURCES),
+    default="labels",
+    show_default=True,
+    help="Rank rows by their 'label' field and the policy's orderings, or by the "
+    "completion class of their stored proposition labels.",
+)
+@click.option(
+    "--cross-prompt/--within-prompt",
+    default=None,
+    help="Pair completions across prompts of a response type, or only within a prompt. "
+    "Default: across prompts when there are no base rewards and most prompts have "
+    "fewer than two distinct ranks.",
+)
+@click.option("--l2", type=click.FloatRange(min=0), default=None, help="L2 strength.")
+@click.option("--margin", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Default hinge margin between ranked pairs.")
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True),
+              default=0.2, show_default=True,
+              help="Share of prompts held out to measure the fit.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the train/validation split.")
+def fit_command(
+    data: Path,
+    out_path: Path,
+    report_path: Path | None,
+    policy_path: Path | None,
+    grader_kind: str,
+    batch_size: int,
+    label_source: str,
+    cross_prompt: bool | None,
+    l2: float | None,
+    margin: float,
+    validation_fraction: float,
+    seed: int,
+) -> None:
+    """Grade DATA (JSONL or Parquet), fit one weight vector per response type, save it."""
+    policy = load_policy_or_default(policy_path)
+    records = read_data(data)
+    grader = build_grader(grader_kind, records)
+    settings = FitSettings(
+        label_source=label_source,  # type: ignore[arg-type]
+        cross_prompt=cross_prompt,
+        l2=l2,
+        margin=margin,
+        validation_fraction=validation_fraction,
+        random_state=seed,
+    )
+    with grader, progress_bar(len(records), "grading") as bar:
+        graded = grade_records(
+            records, policy, grader, source=str(data), batch_size=batch_size,
+            progress=bar.update,
+        )
+    weights = fit_rbr(graded, policy, grader.identity, settings, source=str(data))
+    weights.save(out_path)
+    if report_path is not None:
+        with atomic_output(report_path) as handle:
+            json.dump(fit_report(weights), handle, indent=2)
+    print_fit_summary(weights)
+    click.echo(f"weights written to {out_path}")
+
+
+def fit_report(weights: RBRWeights) -> dict[str, Any]:
+    """Return the JSON report of a fit: settings and per response type metrics."""
+    return {
+        "policy_name": weights.policy_name,
+        "policy_hash": weights.policy_hash,
+        "grader_identity": weights.grader_identity,
+        "settings": weights.settings,
+        "response_types": {name: e.report for name, e in weights.response_types.items()},
+    }
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_fit_summary(weights: RBRWeights) -> None:
+    """Print one line of fit metrics per response type."""
+    header = (
+        f"{'response type':<15} {'rows':>5} {'prompts':>7} {'pairs':>8} {'heldout':>8} "
+        f"{'train':>7} {'heldout':>7} {'pair acc':>8} {'top1':>6} {'gap':>8}"
+    )
+    click.echo(header)
+    click.echo(f"{'':<15} {'':>5} {'':>7} {'train':>8} {'pairs':>8} {'loss':>7} "
+               f"{'loss':>7} {'heldout':>8} {'':>6} {'':>8}")
+    for name, entry in weights.response_types.items():
+        r = entry.report
+        click.echo(
+            f"{name:<15} {r['n_rows']:>5} {r['n_prompts']:>7} {r['n_train_pairs']:>8} "
+            f"{r['n_validation_pairs']:>8} {_fmt(r['train_loss']):>7} "
+            f"{_fmt(r['validation_loss']):>7} {_fmt(r['validation_pairwise_accuracy']):>8} "
+            f"{_fmt(r['validation_top1'], 2):>6} {r["optimality_gap"]:>8.1e}"
+        )

@@ -1,0 +1,48 @@
+"""The ``rbr`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from rbr import __version__
+from rbr.cli.fit_cmd import fit_command
+from rbr.cli.policy_cmd import policy_group
+from rbr.cli.score_cmd import score_command
+from rbr.errors import RbrError
+
+
+class _Group(click.Group):
+    """A command group that turns rbr errors into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RbrError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rbr")
+@click.option("-v", "--verbose", count=True, help="Log more: -v for info, -vv for debug.")
+def cli(verbose: int) -> None:
+    """Rule-Based Rewards: turn a safety behavior policy into an RL reward."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(policy_group)
+cli.add_command(fit_command)
+cli.add_command(score_command)
+
+
+def main() -> None:
+    """Run the command line (the ``rbr`` console script)."""
+    cli(prog_name="rbr")
+
+
+if __name__ == "__main__":
+    main()
