@@ -111,6 +111,7 @@ def fit_report(weights: RBRWeights) -> dict[str, Any]:
         "policy_hash": weights.policy_hash,
         "grader_identity": weights.grader_identity,
         "settings": weights.settings,
+        "skipped": weights.skipped,
         "response_types": {name: e.report for name, e in weights.response_types.items()},
     }
 
@@ -121,6 +122,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _gap(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
 
 
 def print_fit_summary(weights: RBRWeights) -> None:
@@ -138,5 +143,7 @@ def print_fit_summary(weights: RBRWeights) -> None:
             f"{name:<15} {r['n_rows']:>5} {r['n_prompts']:>7} {r['n_train_pairs']:>8} "
             f"{r['n_validation_pairs']:>8} {_fmt(r['train_loss']):>7} "
             f"{_fmt(r['validation_loss']):>7} {_fmt(r['validation_pairwise_accuracy']):>8} "
-            f"{_fmt(r['validation_top1'], 2):>6} {r["optimality_gap"]:>8.1e}"
+            f"{_fmt(r['validation_top1'], 2):>6} {_gap(r['optimality_gap']):>8}"
         )
+    for name, reason in weights.skipped.items():
+        click.echo(f"{name:<15} not fitted: {reason}")

@@ -10,6 +10,7 @@ import click
 from rbr import __version__
 from rbr.cli.fit_cmd import fit_command
 from rbr.cli.policy_cmd import policy_group
+from rbr.cli.quickstart_cmd import quickstart_command
 from rbr.cli.score_cmd import score_command
 from rbr.errors import RbrError
 
@@ -37,6 +38,7 @@ def cli(verbose: int) -> None:
 cli.add_command(policy_group)
 cli.add_command(fit_command)
 cli.add_command(score_command)
+cli.add_command(quickstart_command)
 
 
 def main() -> None:

@@ -121,16 +121,26 @@ def fit_rbr(
     """
     settings = settings or FitSettings()
     fitted: dict[str, ResponseTypeWeights] = {}
+    skipped: dict[str, str] = {}
     for name, batch in graded.batches.items():
-        fitted[name] = _fit_type(graded.records, batch, policy, settings, source)
+        entry = _fit_type(graded.records, batch, policy, settings, source)
+        if isinstance(entry, str):
+            logger.warning("not fitting %s: %s", name, entry)
+            skipped[name] = entry
+        else:
+            fitted[name] = entry
     if not fitted:
-        raise DataError(source, None, "no rows with a safety response type to fit")
+        problems = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise DataError(
+            source, None, f"nothing to fit ({problems or 'no rows with a safety response type'})"
+        )
     return RBRWeights(
         policy_name=policy.name,
         policy_hash=policy.content_hash,
         grader_identity=grader_identity,
         response_types=fitted,
-        settings={k: v for k, v in vars(settings).items()},
+        settings=dict(vars(settings)),
+        skipped=skipped,
     )
 
 
@@ -140,7 +150,8 @@ def _fit_type(
     policy: Policy,
     settings: FitSettings,
     source: str,
-) -> ResponseTypeWeights:
+) -> ResponseTypeWeights | str:
+    """Fit one response type, or return why it cannot be fitted."""
     space = batch.space
     labels = _row_labels(records, batch, settings, source)
     ranks_by_label = label_ranks(policy, space.response_type, settings.label_source)
@@ -168,6 +179,11 @@ def _fit_type(
     margins = np.array([_margin(policy, label, settings.margin) for label in kept_labels])
     groups = np.array([records[i].prompt_id for i in rows])
     base = _base_rewards(records, rows, space.response_type, source)
+    if np.unique(ranks).size < 2:
+        return (
+            f"all {ranks.size} usable rows have the same rank, so there is no pair to "
+            "learn from; add completions of other labels"
+        )
     cross = _choose_cross_prompt(settings.cross_prompt, groups, ranks, base)
     params: dict[str, Any] = {
         "margin": settings.margin,

@@ -40,6 +40,7 @@ class RBRWeights:
     grader_identity: str
     response_types: dict[str, ResponseTypeWeights]
     settings: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def for_type(self, response_type: str) -> ResponseTypeWeights:
         """Return the weights of ``response_type``.
@@ -50,6 +51,11 @@ class RBRWeights:
         if response_type in self.response_types:
             return self.response_types[response_type]
         known = ", ".join(repr(n) for n in self.response_types) or "none"
+        if response_type in self.skipped:
+            raise WeightsError(
+                f"no weights for response type {response_type!r}: the fit skipped it "
+                f"because {self.skipped[response_type]}"
+            )
         raise WeightsError(
             f"no weights for response type {response_type!r} (fitted: {known}); "
             "fit with data that includes this response type"
@@ -93,6 +99,7 @@ class RBRWeights:
             "policy_hash": self.policy_hash,
             "grader_identity": self.grader_identity,
             "settings": self.settings,
+            "skipped": self.skipped,
             "response_types": {k: asdict(v) for k, v in self.response_types.items()},
         }
 
@@ -133,6 +140,7 @@ class RBRWeights:
                 grader_identity=str(data["grader_identity"]),
                 response_types=types,
                 settings=dict(data.get("settings", {})),
+                skipped=dict(data.get("skipped", {})),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise WeightsError(f"{source}: malformed weights file ({error!r})") from None
