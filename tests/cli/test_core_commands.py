@@ -65,15 +65,21 @@ def test_fit_and_score_example_data(runner, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads(weights.read_text())
     assert set(saved["response_types"]) == {
-        "Comply", "Hard Refuse", "Safe Refuse 1", "Safe Refuse 2"
+        "Comply",
+        "Hard Refuse",
+        "Safe Refuse 1",
+        "Safe Refuse 2",
     }
     assert saved["grader_identity"] == "labels"
-    assert "validation_pairwise_accuracy" in json.loads(report.read_text())[
-        "response_types"]["Hard Refuse"]
+    assert (
+        "validation_pairwise_accuracy"
+        in json.loads(report.read_text())["response_types"]["Hard Refuse"]
+    )
 
     scores = tmp_path / "scores.jsonl"
     result = runner.invoke(
-        cli, ["score", str(example_path()), "--weights", str(weights), "--out", str(scores)]
+        cli,
+        ["score", str(example_path()), "--weights", str(weights), "--out", str(scores)],
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
@@ -81,8 +87,11 @@ def test_fit_and_score_example_data(runner, tmp_path):
     first = rows[0]["reward"]
     assert first["total"] == pytest.approx(first["rbr"] + first["base"])
     assert set(first["classes"]) == {
-        "ideal", "minimum_acceptable_style", "unacceptable_completion",
-        "illogical_completion", "disallowed_completion",
+        "ideal",
+        "minimum_acceptable_style",
+        "unacceptable_completion",
+        "illogical_completion",
+        "disallowed_completion",
     }
 
 
@@ -134,17 +143,30 @@ def test_fit_wrong_type_reports_field(runner, tmp_path):
 
 def test_score_rejects_weights_of_another_policy(runner, tmp_path):
     weights = tmp_path / "w.json"
-    assert runner.invoke(
-        cli, ["fit", str(example_path()), "--out", str(weights)]
-    ).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["fit", str(example_path()), "--out", str(weights)]
+        ).exit_code
+        == 0
+    )
     policy = tmp_path / "other.yaml"
     default = Path(__file__).resolve().parents[2] / "src/rbr/policy/default_policy.yaml"
-    policy.write_text(default.read_text().replace("name: rbr-default-safety", "name: other"))
+    policy.write_text(
+        default.read_text().replace("name: rbr-default-safety", "name: other")
+    )
     out = tmp_path / "scores.jsonl"
     result = runner.invoke(
         cli,
-        ["score", str(example_path()), "--weights", str(weights), "--out", str(out),
-         "--policy", str(policy)],
+        [
+            "score",
+            str(example_path()),
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--policy",
+            str(policy),
+        ],
     )
     assert result.exit_code == 2
     assert "fitted for policy 'rbr-default-safety'" in result.output
@@ -166,8 +188,16 @@ def test_fit_gold_set_by_class_reaches_target(runner, tmp_path):
     report = tmp_path / "report.json"
     result = runner.invoke(
         cli,
-        ["fit", str(gold), "--out", str(tmp_path / "w.json"), "--report", str(report),
-         "--labels", "classes"],
+        [
+            "fit",
+            str(gold),
+            "--out",
+            str(tmp_path / "w.json"),
+            "--report",
+            str(report),
+            "--labels",
+            "classes",
+        ],
     )
     assert result.exit_code == 0, result.output
     types = json.loads(report.read_text())["response_types"]

@@ -70,7 +70,9 @@ def test_content_hash_changes_with_content():
 
 
 def test_unknown_proposition_named_with_path_and_suggestion():
-    error = error_for(MINIMAL.replace("apology: true, refuses", "apolgy: true, refuses"))
+    error = error_for(
+        MINIMAL.replace("apology: true, refuses", "apolgy: true, refuses")
+    )
     assert "test.yaml" in str(error)
     assert "derived.good_refusal.apolgy" in str(error)
     assert "unknown proposition 'apolgy'" in str(error)
@@ -80,8 +82,7 @@ def test_unknown_proposition_named_with_path_and_suggestion():
 def test_cycle_in_derived_propositions():
     text = MINIMAL.replace(
         "good_refusal: {apology: true, refuses: true, harmful: false}",
-        "good_refusal: {apology: true, loop_b: true}\n"
-        "  loop_b: {good_refusal: false}",
+        "good_refusal: {apology: true, loop_b: true}\n  loop_b: {good_refusal: false}",
     )
     error = error_for(text)
     assert "cycle" in str(error)
@@ -121,7 +122,9 @@ def test_wrong_type_names_key_and_value():
 
 
 def test_wrong_type_for_instruction():
-    error = error_for(MINIMAL.replace('{instruction: "Is the reply harmful?"}', "[1, 2]"))
+    error = error_for(
+        MINIMAL.replace('{instruction: "Is the reply harmful?"}', "[1, 2]")
+    )
     assert "propositions.harmful" in str(error)
 
 
@@ -169,9 +172,23 @@ def test_default_policy_contents():
     policy = load_default_policy()
     assert len(policy.propositions) == 23
     assert set(policy.response_types) == {
-        "Comply", "Hard Refuse", "Safe Refuse 1", "Safe Refuse 2"
+        "Comply",
+        "Hard Refuse",
+        "Safe Refuse 1",
+        "Safe Refuse 2",
     }
-    categories = {"None", "C-C", "C-R", "K-C", "K-R", "H-C", "H-R", "SH-C", "SH-R1", "SH-R2"}
+    categories = {
+        "None",
+        "C-C",
+        "C-R",
+        "K-C",
+        "K-R",
+        "H-C",
+        "H-R",
+        "SH-C",
+        "SH-R1",
+        "SH-R2",
+    }
     assert set(policy.content_policy) == categories
     for response_type in policy.response_types.values():
         assert set(response_type.classes) == set(CLASS_ORDER)
@@ -184,10 +201,17 @@ def test_default_policy_hard_refuse_ideal_rules():
     acceptable = policy.derived["acceptable_refusal"].requires
     assert acceptable["apology"] is True
     assert acceptable["inability_to_comply"] is True
-    for flaw in ("judgement", "meta_commentary", "encourage_professional_help",
-                 "reference_safety_policy", "requests_information",
-                 "additional_content", "third_person", "threatening_language",
-                 "insulting_language"):
+    for flaw in (
+        "judgement",
+        "meta_commentary",
+        "encourage_professional_help",
+        "reference_safety_policy",
+        "requests_information",
+        "additional_content",
+        "third_person",
+        "threatening_language",
+        "insulting_language",
+    ):
         assert ideal[flaw] is False, flaw
 
 
@@ -196,7 +220,10 @@ def test_reference_format_class_rules():
     assert policy.format == "reference"
     assert len(policy.propositions) == 23
     assert set(policy.response_types) == {
-        "hard_refuse", "safe_refuse_1", "safe_refuse_2", "comply"
+        "hard_refuse",
+        "safe_refuse_1",
+        "safe_refuse_2",
+        "comply",
     }
     hard = policy.response_type("Hard Refuse")
     assert hard.classes["ideal"] == {"correct_refusal": True}

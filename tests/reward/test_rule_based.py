@@ -11,8 +11,8 @@ from rbr.examples import example_path
 from rbr.features import FeatureSpace
 from rbr.fitting.grading import grade_records
 from rbr.fitting.rbr_fit import FitSettings, fit_rbr
-from rbr.graders.labels import LabelsGrader
 from rbr.fitting.weights import RBRWeights
+from rbr.graders.labels import LabelsGrader
 from rbr.policy import load_default_policy
 from rbr.reward import RuleBasedReward
 
@@ -23,7 +23,9 @@ def fitted():
     records = read_records(example_path())
     grader = LabelsGrader.from_records(records)
     graded = grade_records(records, policy, grader)
-    weights = fit_rbr(graded, policy, grader.identity, FitSettings(validation_fraction=0))
+    weights = fit_rbr(
+        graded, policy, grader.identity, FitSettings(validation_fraction=0)
+    )
     return policy, records, grader, weights
 
 

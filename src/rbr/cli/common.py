@@ -70,7 +70,14 @@ def build_grader(kind: str, records: Sequence[Record]) -> Grader:
 
 def progress_bar(total: int, description: str) -> tqdm:
     """Return a progress bar on stderr that hides itself when not a terminal."""
-    return tqdm(total=total, desc=description, unit="row", leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=description,
+        unit="row",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )
 
 
 def fail_on_exception(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,6 +88,8 @@ def fail_on_exception(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except OSError as error:
-            raise click.ClickException(f"{error.filename or ''}: {error.strerror}") from None
+            raise click.ClickException(
+                f"{error.filename or ''}: {error.strerror}"
+            ) from None
 
     return wrapper

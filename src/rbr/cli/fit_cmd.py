@@ -57,13 +57,27 @@ from rbr.fitting.weights import RBRWeights
     "fewer than two distinct ranks.",
 )
 @click.option("--l2", type=click.FloatRange(min=0), default=None, help="L2 strength.")
-@click.option("--margin", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True, help="Default hinge margin between ranked pairs.")
-@click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True),
-              default=0.2, show_default=True,
-              help="Share of prompts held out to measure the fit.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the train/validation split.")
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Default hinge margin between ranked pairs.",
+)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of prompts held out to measure the fit.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the train/validation split.",
+)
 def fit_command(
     data: Path,
     out_path: Path,
@@ -92,7 +106,11 @@ def fit_command(
     )
     with grader, progress_bar(len(records), "grading") as bar:
         graded = grade_records(
-            records, policy, grader, source=str(data), batch_size=batch_size,
+            records,
+            policy,
+            grader,
+            source=str(data),
+            batch_size=batch_size,
             progress=bar.update,
         )
     weights = fit_rbr(graded, policy, grader.identity, settings, source=str(data))
@@ -112,7 +130,9 @@ def fit_report(weights: RBRWeights) -> dict[str, Any]:
         "grader_identity": weights.grader_identity,
         "settings": weights.settings,
         "skipped": weights.skipped,
-        "response_types": {name: e.report for name, e in weights.response_types.items()},
+        "response_types": {
+            name: e.report for name, e in weights.response_types.items()
+        },
     }
 
 
@@ -135,8 +155,10 @@ def print_fit_summary(weights: RBRWeights) -> None:
         f"{'train':>7} {'heldout':>7} {'pair acc':>8} {'top1':>6} {'gap':>8}"
     )
     click.echo(header)
-    click.echo(f"{'':<15} {'':>5} {'':>7} {'train':>8} {'pairs':>8} {'loss':>7} "
-               f"{'loss':>7} {'heldout':>8} {'':>6} {'':>8}")
+    click.echo(
+        f"{'':<15} {'':>5} {'':>7} {'train':>8} {'pairs':>8} {'loss':>7} "
+        f"{'loss':>7} {'heldout':>8} {'':>6} {'':>8}"
+    )
     for name, entry in weights.response_types.items():
         r = entry.report
         click.echo(

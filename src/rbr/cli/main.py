@@ -9,6 +9,7 @@ import click
 
 from rbr import __version__
 from rbr.cli.fit_cmd import fit_command
+from rbr.cli.grade_cmd import grade_command
 from rbr.cli.policy_cmd import policy_group
 from rbr.cli.quickstart_cmd import quickstart_command
 from rbr.cli.score_cmd import score_command
@@ -28,7 +29,9 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbr")
-@click.option("-v", "--verbose", count=True, help="Log more: -v for info, -vv for debug.")
+@click.option(
+    "-v", "--verbose", count=True, help="Log more: -v for info, -vv for debug."
+)
 def cli(verbose: int) -> None:
     """Rule-Based Rewards: turn a safety behavior policy into an RL reward."""
     level = logging.WARNING - 10 * min(verbose, 2)
@@ -36,6 +39,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(policy_group)
+cli.add_command(grade_command)
 cli.add_command(fit_command)
 cli.add_command(score_command)
 cli.add_command(quickstart_command)

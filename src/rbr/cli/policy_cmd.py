@@ -29,10 +29,14 @@ def check_command(path: Path | None) -> None:
     )
     click.echo(f"  content categories: {len(policy.content_policy)}")
     click.echo("")
-    click.echo(f"  {'response type':<20} {'propositions':>12} {'features':>9}  orderings")
+    click.echo(
+        f"  {'response type':<20} {'propositions':>12} {'features':>9}  orderings"
+    )
     for name, space in spaces.items():
         ordering = policy.response_types[name].ordering
-        tiers = " > ".join("/".join(tier) for tier in ordering) if ordering else "classes"
+        tiers = (
+            " > ".join("/".join(tier) for tier in ordering) if ordering else "classes"
+        )
         click.echo(
             f"  {name:<20} {len(space.propositions):>12} {space.n_features:>9}  {tiers}"
         )

@@ -20,12 +20,22 @@ from rbr.reward import RuleBasedReward
 
 
 @click.command("quickstart")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("rbr-quickstart"), show_default=True,
-              help="Folder for the weights, fit report and scored rows.")
-@click.option("--grader", "grader_kind", type=click.Choice(GRADER_KINDS),
-              default=GRADER_KINDS[0], show_default=True,
-              help="Grader that answers the propositions.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("rbr-quickstart"),
+    show_default=True,
+    help="Folder for the weights, fit report and scored rows.",
+)
+@click.option(
+    "--grader",
+    "grader_kind",
+    type=click.Choice(GRADER_KINDS),
+    default=GRADER_KINDS[0],
+    show_default=True,
+    help="Grader that answers the propositions.",
+)
 def quickstart_command(out_dir: Path, grader_kind: str) -> None:
     """Grade, fit and score the example conversations that ship with rbr.
 
@@ -40,8 +50,9 @@ def quickstart_command(out_dir: Path, grader_kind: str) -> None:
     grader = build_grader(grader_kind, records)
     with grader:
         with progress_bar(len(records), "grading") as bar:
-            graded = grade_records(records, policy, grader, source=str(data),
-                                   progress=bar.update)
+            graded = grade_records(
+                records, policy, grader, source=str(data), progress=bar.update
+            )
         settings = FitSettings(validation_fraction=0.25, random_state=0)
         weights = fit_rbr(graded, policy, grader.identity, settings, source=str(data))
         reward = RuleBasedReward(policy, weights, grader)

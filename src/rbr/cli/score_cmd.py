@@ -16,6 +16,7 @@ from rbr.cli.common import (
     progress_bar,
     read_data,
 )
+from rbr.cli.grade_cmd import record_to_row
 from rbr.data.io import write_jsonl
 from rbr.data.types import Record, Sample
 from rbr.fitting.grading import resolve_response_type
@@ -25,16 +26,27 @@ from rbr.reward import RewardBreakdown, RuleBasedReward
 
 @click.command("score")
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--weights", "weights_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Weights JSON written by 'rbr fit'.")
-@click.option("--out", "out_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the scored rows (JSONL).")
+@click.option(
+    "--weights",
+    "weights_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Weights JSON written by 'rbr fit'.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the scored rows (JSONL).",
+)
 @policy_option
 @grader_options
-@click.option("--allow-grader-mismatch", is_flag=True,
-              help="Accept weights fitted with a different grader.")
+@click.option(
+    "--allow-grader-mismatch",
+    is_flag=True,
+    help="Accept weights fitted with a different grader.",
+)
 def score_command(
     data: Path,
     weights_path: Path,
@@ -55,11 +67,16 @@ def score_command(
         )
         results = score_records(reward, records, str(data), batch_size)
     count = write_jsonl(out_path, _rows(records, results))
-    n_missing = sum(1 for r in results if r.total is None and r.response_type is not None)
+    n_missing = sum(
+        1 for r in results if r.total is None and r.response_type is not None
+    )
     click.echo(f"scored {count} rows -> {out_path}")
     if n_missing:
-        click.echo(f"warning: {n_missing} rows could not be scored (unscored propositions; "
-                   "see 'reward.unscored' in the output)", err=True)
+        click.echo(
+            f"warning: {n_missing} rows could not be scored (unscored propositions; "
+            "see 'reward.unscored' in the output)",
+            err=True,
+        )
 
 
 def score_records(
@@ -83,17 +100,10 @@ def _typed_sample(record: Record, reward: RuleBasedReward, source: str) -> Sampl
     return Sample(sample.prompt, sample.completion, response_type, sample.sample_id)
 
 
-def _rows(records: list[Record], results: list[RewardBreakdown]) -> Iterator[dict[str, Any]]:
+def _rows(
+    records: list[Record], results: list[RewardBreakdown]
+) -> Iterator[dict[str, Any]]:
     for record, result in zip(records, results):
-        row: dict[str, Any] = {
-            "prompt_id": record.prompt_id,
-            "prompt": [m.to_dict() for m in record.sample.prompt],
-            "completion": [{"role": "assistant", "content": record.sample.completion}],
-        }
-        for key in ("category", "label"):
-            value = getattr(record, key)
-            if value is not None:
-                row[key] = value
-        row.update(record.extra)
+        row = record_to_row(record)
         row["reward"] = result.to_dict()
         yield row

@@ -58,11 +58,15 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 row = json.loads(text)
             except json.JSONDecodeError as error:
                 raise DataError(
-                    str(path), number, f"invalid JSON: {error.msg} at column {error.colno}"
+                    str(path),
+                    number,
+                    f"invalid JSON: {error.msg} at column {error.colno}",
                 ) from None
             if not isinstance(row, dict):
                 raise DataError(
-                    str(path), number, f"expected a JSON object, got {type(row).__name__}"
+                    str(path),
+                    number,
+                    f"expected a JSON object, got {type(row).__name__}",
                 )
             yield number, row
 

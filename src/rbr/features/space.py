@@ -131,7 +131,9 @@ class FeatureSpace:
         return array
 
 
-def _conjunction(requires: Mapping[str, bool], columns: Mapping[str, np.ndarray]) -> np.ndarray:
+def _conjunction(
+    requires: Mapping[str, bool], columns: Mapping[str, np.ndarray]
+) -> np.ndarray:
     result: np.ndarray | None = None
     for name, wanted in requires.items():
         term = columns[name] if wanted else 1.0 - columns[name]

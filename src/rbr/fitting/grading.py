@@ -131,7 +131,9 @@ def _with_type(sample: Sample, response_type: str) -> Sample:
 
 
 def _shift(item: Unscored, index: int) -> Unscored:
-    return Unscored(index, item.proposition, item.reason, item.detail, item.raw, item.sample_id)
+    return Unscored(
+        index, item.proposition, item.reason, item.detail, item.raw, item.sample_id
+    )
 
 
 def _reason_summary(unscored: Sequence[Unscored]) -> str:

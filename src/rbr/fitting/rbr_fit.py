@@ -61,7 +61,9 @@ def label_ranks(
     spec = policy.response_type(response_type)
     if not spec.ordering:
         return {name: i for i, name in enumerate(CLASS_ORDER)}
-    return {label: tier for tier, labels in enumerate(spec.ordering) for label in labels}
+    return {
+        label: tier for tier, labels in enumerate(spec.ordering) for label in labels
+    }
 
 
 def _row_labels(
@@ -132,7 +134,9 @@ def fit_rbr(
     if not fitted:
         problems = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise DataError(
-            source, None, f"nothing to fit ({problems or 'no rows with a safety response type'})"
+            source,
+            None,
+            f"nothing to fit ({problems or 'no rows with a safety response type'})",
         )
     return RBRWeights(
         policy_name=policy.name,
@@ -176,7 +180,9 @@ def _fit_type(
     X = space.transform(batch.probabilities[keep])
     kept_labels = [labels[i] for i in np.flatnonzero(keep)]
     ranks = np.array([ranks_by_label[label] for label in kept_labels])
-    margins = np.array([_margin(policy, label, settings.margin) for label in kept_labels])
+    margins = np.array(
+        [_margin(policy, label, settings.margin) for label in kept_labels]
+    )
     groups = np.array([records[i].prompt_id for i in rows])
     base = _base_rewards(records, rows, space.response_type, source)
     if np.unique(ranks).size < 2:
@@ -231,7 +237,10 @@ def _base_rewards(
 
 
 def _choose_cross_prompt(
-    requested: bool | None, groups: np.ndarray, ranks: np.ndarray, base: np.ndarray | None
+    requested: bool | None,
+    groups: np.ndarray,
+    ranks: np.ndarray,
+    base: np.ndarray | None,
 ) -> bool:
     if requested is not None:
         return requested

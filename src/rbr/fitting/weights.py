@@ -62,7 +62,11 @@ class RBRWeights:
         )
 
     def check_compatible(
-        self, policy: Policy, grader_identity: str | None = None, *, source: str = "weights"
+        self,
+        policy: Policy,
+        grader_identity: str | None = None,
+        *,
+        source: str = "weights",
     ) -> None:
         """Raise unless these weights were fitted for ``policy`` (and the grader).
 
@@ -143,7 +147,9 @@ class RBRWeights:
                 skipped=dict(data.get("skipped", {})),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise WeightsError(f"{source}: malformed weights file ({error!r})") from None
+            raise WeightsError(
+                f"{source}: malformed weights file ({error!r})"
+            ) from None
         for name, entry in types.items():
             if len(entry.coef) != len(entry.feature_names):
                 raise WeightsError(
@@ -158,9 +164,13 @@ class RBRWeights:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise WeightsError(f"{path}: weights file not found; run 'rbr fit' first") from None
+            raise WeightsError(
+                f"{path}: weights file not found; run 'rbr fit' first"
+            ) from None
         except json.JSONDecodeError as error:
-            raise WeightsError(f"{path}: invalid JSON ({error.msg}, line {error.lineno})") from None
+            raise WeightsError(
+                f"{path}: invalid JSON ({error.msg}, line {error.lineno})"
+            ) from None
         return cls.from_dict(data, source=str(path))
 
 

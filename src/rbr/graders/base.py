@@ -109,7 +109,7 @@ class Grader(abc.ABC):
         """Grade asynchronously; by default runs :meth:`grade` in a worker thread."""
         return await asyncio.to_thread(self.grade, samples, propositions)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default is intended
         """Release connections, threads or models the grader holds."""
 
     def __enter__(self) -> Grader:

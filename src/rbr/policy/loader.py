@@ -93,11 +93,15 @@ def load_policy(path: str | Path) -> Policy:
 
 def load_default_policy() -> Policy:
     """Load the safety policy that ships with rbr."""
-    text = resources.files("rbr.policy").joinpath(DEFAULT_POLICY_RESOURCE).read_text(
-        encoding="utf-8"
+    text = (
+        resources.files("rbr.policy")
+        .joinpath(DEFAULT_POLICY_RESOURCE)
+        .read_text(encoding="utf-8")
     )
-    return policy_from_data(parse_yaml(text, source="rbr:default_policy.yaml"),
-                            source="rbr:default_policy.yaml")
+    return policy_from_data(
+        parse_yaml(text, source="rbr:default_policy.yaml"),
+        source="rbr:default_policy.yaml",
+    )
 
 
 def policy_from_yaml(text: str, *, source: str = "<memory>") -> Policy:
@@ -137,7 +141,9 @@ def _validate_file(model: type[BaseModel], data: dict, source: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise PolicyErrors([_convert(item, source) for item in error.errors()]) from None
+        raise PolicyErrors(
+            [_convert(item, source) for item in error.errors()]
+        ) from None
 
 
 def _convert(item: Any, source: str) -> PolicyError:
@@ -152,7 +158,10 @@ def _convert(item: Any, source: str) -> PolicyError:
         )
     if kind == "bool_type" or kind == "bool_parsing":
         return PolicyError(
-            source, path, f"expected true or false, got {value!r}", "write true or false"
+            source,
+            path,
+            f"expected true or false, got {value!r}",
+            "write true or false",
         )
     return PolicyError(
         source,
@@ -170,7 +179,9 @@ def _short(value: Any) -> str:
 def _from_native(data: dict, source: str) -> Policy:
     parsed: _PolicyFile = _validate_file(_PolicyFile, data, source)
     propositions = {
-        name: Proposition(name=name, instruction=entry.instruction, examples=tuple(entry.examples))
+        name: Proposition(
+            name=name, instruction=entry.instruction, examples=tuple(entry.examples)
+        )
         for name, entry in parsed.propositions.items()
     }
     derived = {
@@ -188,7 +199,10 @@ def _from_native(data: dict, source: str) -> Policy:
     }
     labels = {
         name: CompletionLabel(
-            name=name, description=entry.description, margin=entry.margin, targets=entry.targets
+            name=name,
+            description=entry.description,
+            margin=entry.margin,
+            targets=entry.targets,
         )
         for name, entry in parsed.labels.items()
     }
@@ -231,7 +245,8 @@ def _from_reference(data: dict, source: str) -> Policy:
         for name, requires in parsed.derived_propositions.items()
     }
     response_types = {
-        name: ResponseType(name=name, classes=classes) for name, classes in by_type.items()
+        name: ResponseType(name=name, classes=classes)
+        for name, classes in by_type.items()
     }
     return Policy(
         name=Path(source).stem,

@@ -159,4 +159,6 @@ class Policy(_Strict):
             if normalize_name(known) == key:
                 return response_type
         names = ", ".join(repr(n) for n in self.content_policy)
-        raise KeyError(f"unknown content category {category!r}; this policy maps {names}")
+        raise KeyError(
+            f"unknown content category {category!r}; this policy maps {names}"
+        )

@@ -85,7 +85,9 @@ def _check_derived(policy: Policy) -> list[PolicyError]:
         if not derived.requires:
             errors.append(
                 PolicyError(
-                    policy.source, path, "a derived proposition needs at least one condition",
+                    policy.source,
+                    path,
+                    "a derived proposition needs at least one condition",
                     "list the propositions it requires, each with true or false",
                 )
             )
@@ -154,7 +156,8 @@ def _check_response_types(policy: Policy) -> list[PolicyError]:
             if class_name not in CLASS_ORDER:
                 errors.append(
                     PolicyError(
-                        policy.source, path,
+                        policy.source,
+                        path,
                         f"unknown class {class_name!r}{_suggest(class_name, CLASS_ORDER)}",
                         f"use one of {', '.join(CLASS_ORDER)}",
                     )
@@ -162,7 +165,9 @@ def _check_response_types(policy: Policy) -> list[PolicyError]:
             if not requires:
                 errors.append(
                     PolicyError(
-                        policy.source, path, "a class needs at least one condition",
+                        policy.source,
+                        path,
+                        "a class needs at least one condition",
                         "list the propositions it requires, each with true or false",
                     )
                 )
@@ -172,7 +177,10 @@ def _check_response_types(policy: Policy) -> list[PolicyError]:
 
 
 def _check_ordering(
-    policy: Policy, name: str, ordering: tuple[tuple[str, ...], ...], label_names: set[str]
+    policy: Policy,
+    name: str,
+    ordering: tuple[tuple[str, ...], ...],
+    label_names: set[str],
 ) -> list[PolicyError]:
     errors = []
     seen: set[str] = set()
@@ -180,13 +188,16 @@ def _check_ordering(
         path = f"response_types.{name}.ordering.{index}"
         if not tier:
             errors.append(
-                PolicyError(policy.source, path, "empty tier", "remove it or list labels in it")
+                PolicyError(
+                    policy.source, path, "empty tier", "remove it or list labels in it"
+                )
             )
         for label in tier:
             if label not in label_names:
                 errors.append(
                     PolicyError(
-                        policy.source, path,
+                        policy.source,
+                        path,
                         f"unknown completion label {label!r}{_suggest(label, label_names)}",
                         "declare it under 'labels' or use a completion class name",
                     )
@@ -194,7 +205,9 @@ def _check_ordering(
             if label in seen:
                 errors.append(
                     PolicyError(
-                        policy.source, path, f"label {label!r} appears in more than one tier",
+                        policy.source,
+                        path,
+                        f"label {label!r} appears in more than one tier",
                         "keep each label in exactly one tier",
                     )
                 )
@@ -202,7 +215,8 @@ def _check_ordering(
     if len(ordering) == 1:
         errors.append(
             PolicyError(
-                policy.source, f"response_types.{name}.ordering",
+                policy.source,
+                f"response_types.{name}.ordering",
                 "an ordering with one tier ranks nothing",
                 "list at least two tiers, best first, or remove 'ordering'",
             )
@@ -217,7 +231,8 @@ def _check_labels(policy: Policy) -> list[PolicyError]:
         if name in CLASS_ORDER:
             errors.append(
                 PolicyError(
-                    policy.source, f"labels.{name}",
+                    policy.source,
+                    f"labels.{name}",
                     f"duplicate name {name!r}: completion class names are built-in labels",
                     "rename the label",
                 )

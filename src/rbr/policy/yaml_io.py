@@ -54,7 +54,10 @@ def read_yaml(path: str | Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyError(
-            source, "", "file not found", "check the path, or omit it to use the default policy"
+            source,
+            "",
+            "file not found",
+            "check the path, or omit it to use the default policy",
         ) from None
     return parse_yaml(text, source=source)
 
@@ -75,5 +78,8 @@ def parse_yaml(text: str, *, source: str = "<memory>") -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise PolicyError(
-            source, where, f"invalid YAML: {problem}", "fix the YAML syntax at that position"
+            source,
+            where,
+            f"invalid YAML: {problem}",
+            "fix the YAML syntax at that position",
         ) from None

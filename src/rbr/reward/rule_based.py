@@ -156,17 +156,27 @@ class RuleBasedReward:
         missing: dict[int, list[Unscored]] = {}
         for item in graded.unscored:
             missing.setdefault(item.sample_index, []).append(item)
-        probabilities = np.where(np.isnan(graded.probabilities), 0.0, graded.probabilities)
+        probabilities = np.where(
+            np.isnan(graded.probabilities), 0.0, graded.probabilities
+        )
         features = space.transform(probabilities)
         classes = features[:, len(space.propositions) :]
         rbr = features @ coef
         for k, i in enumerate(positions):
-            props = {p: float(graded.probabilities[k, j]) for j, p in enumerate(space.propositions)}
+            props = {
+                p: float(graded.probabilities[k, j])
+                for j, p in enumerate(space.propositions)
+            }
             class_probs = {c: float(classes[k, j]) for j, c in enumerate(CLASS_ORDER)}
             if complete[k]:
                 term = float(rbr[k])
                 results[i] = RewardBreakdown(
-                    term + float(base[i]), term, float(base[i]), name, props, class_probs
+                    term + float(base[i]),
+                    term,
+                    float(base[i]),
+                    name,
+                    props,
+                    class_probs,
                 )
             else:
                 results[i] = RewardBreakdown(
