@@ -16,6 +16,9 @@ from rbr.graders.base import Grader
 from rbr.graders.factory import GRADER_KINDS, GraderOptions, make_grader
 from rbr.policy import Policy, load_default_policy, load_policy
 
+DEFAULT_GRADER = "labels"
+"""Grader used when a command gets no --grader option."""
+
 
 def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--policy FILE`` (default: the policy that ships with rbr)."""
@@ -29,16 +32,133 @@ def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+GRADER_OPTION_NAMES = (
+    "grader_kind",
+    "base_url",
+    "model",
+    "api_key",
+    "endpoint",
+    "prompt_layout",
+    "max_concurrency",
+    "rpm",
+    "tpm",
+    "timeout",
+    "max_retries",
+    "few_shot_from",
+    "few_shot_k",
+    "cache_path",
+    "no_cache",
+)
+
+
 def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the options that choose and configure a grader."""
+    """Add the options that choose and configure a grader.
+
+    The decorated command receives them bundled as one ``grader_spec``
+    mapping, to pass to :func:`build_grader`.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        spec = {name: kwargs.pop(name) for name in GRADER_OPTION_NAMES}
+        return func(*args, grader_spec=spec, **kwargs)
+
     options = [
         click.option(
             "--grader",
             "grader_kind",
             type=click.Choice(GRADER_KINDS),
-            default="labels",
+            default=DEFAULT_GRADER,
             show_default=True,
-            help="Grader: 'labels' returns the 'propositions' stored in each row.",
+            help="Grader: 'labels' returns the 'propositions' stored in each row; "
+            "'openai' asks an OpenAI-compatible server (OpenAI, vLLM, SGLang, "
+            "llama.cpp).",
+        ),
+        click.option(
+            "--base-url",
+            default=None,
+            help="[openai] Server URL ending in /v1. Default: $OPENAI_BASE_URL.",
+        ),
+        click.option(
+            "--model", default=None, help="[openai] Model name on the server."
+        ),
+        click.option(
+            "--api-key",
+            default=None,
+            help="[openai] API key. Default: $OPENAI_API_KEY.",
+        ),
+        click.option(
+            "--endpoint",
+            type=click.Choice(["chat", "completions"]),
+            default="chat",
+            show_default=True,
+            help="[openai] Chat or completions endpoint.",
+        ),
+        click.option(
+            "--prompt-layout",
+            type=click.Choice(["conversation_first", "shared_definitions"]),
+            default="conversation_first",
+            show_default=True,
+            help="[openai] Prompt layout: conversation first then one "
+            "proposition; or every definition first (least prefill with a "
+            "prefix-caching server, most tokens sent).",
+        ),
+        click.option(
+            "--max-concurrency",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="[openai] Requests in flight at once.",
+        ),
+        click.option(
+            "--rpm",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="[openai] Requests-per-minute limit.",
+        ),
+        click.option(
+            "--tpm",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="[openai] Estimated tokens-per-minute limit.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=60.0,
+            show_default=True,
+            help="[openai] Seconds one request may take.",
+        ),
+        click.option(
+            "--max-retries",
+            type=click.IntRange(min=0),
+            default=5,
+            show_default=True,
+            help="[openai] Retries on 429, 5xx, timeouts and malformed replies.",
+        ),
+        click.option(
+            "--few-shot-from",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="[openai] Labelled file (gold format) to draw few-shot "
+            "examples from, instead of the policy's own examples.",
+        ),
+        click.option(
+            "--few-shot-k",
+            type=click.IntRange(min=0),
+            default=4,
+            show_default=True,
+            help="[openai] Few-shot examples per proposition, balanced yes/no.",
+        ),
+        click.option(
+            "--cache-path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Grade cache (SQLite). Default: $RBR_CACHE_DIR/grades.sqlite "
+            "or ~/.cache/rbr/grades.sqlite.",
+        ),
+        click.option(
+            "--no-cache", is_flag=True, help="Do not read or write the grade cache."
         ),
         click.option(
             "--batch-size",
@@ -49,8 +169,60 @@ def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
     ]
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def default_grader_spec(kind: str) -> dict[str, Any]:
+    """Return the grader options a command line without grader flags produces."""
+    return {
+        "grader_kind": kind,
+        "base_url": None,
+        "model": None,
+        "api_key": None,
+        "endpoint": "chat",
+        "prompt_layout": "conversation_first",
+        "max_concurrency": 8,
+        "rpm": None,
+        "tpm": None,
+        "timeout": 60.0,
+        "max_retries": 5,
+        "few_shot_from": None,
+        "few_shot_k": 4,
+        "cache_path": None,
+        "no_cache": False,
+    }
+
+
+def build_grader(
+    spec: dict[str, Any], records: Sequence[Record], policy: Policy
+) -> Grader:
+    """Build the grader chosen on the command line."""
+    settings: dict[str, Any] = {}
+    if spec["grader_kind"] == "openai":
+        settings = {
+            "base_url": spec["base_url"],
+            "model": spec["model"],
+            "api_key": spec["api_key"],
+            "endpoint": spec["endpoint"],
+            "layout": spec["prompt_layout"],
+            "max_concurrency": spec["max_concurrency"],
+            "requests_per_minute": spec["rpm"],
+            "tokens_per_minute": spec["tpm"],
+            "timeout_s": spec["timeout"],
+            "max_retries": spec["max_retries"],
+        }
+    options = GraderOptions(
+        kind=spec["grader_kind"],
+        records=records,
+        policy=policy,
+        cache_path=spec["cache_path"],
+        use_cache=not spec["no_cache"],
+        few_shot_from=spec["few_shot_from"],
+        few_shot_k=spec["few_shot_k"],
+        settings=settings,
+    )
+    return make_grader(options)
 
 
 def load_policy_or_default(path: Path | None) -> Policy:
@@ -62,10 +234,6 @@ def read_data(path: Path) -> list[Record]:
     if not records:
         raise click.ClickException(f"{path}: no rows found")
     return records
-
-
-def build_grader(kind: str, records: Sequence[Record]) -> Grader:
-    return make_grader(GraderOptions(kind=kind, records=records))
 
 
 def progress_bar(total: int, description: str) -> tqdm:

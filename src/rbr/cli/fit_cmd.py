@@ -83,7 +83,7 @@ def fit_command(
     out_path: Path,
     report_path: Path | None,
     policy_path: Path | None,
-    grader_kind: str,
+    grader_spec: dict,
     batch_size: int,
     label_source: str,
     cross_prompt: bool | None,
@@ -95,7 +95,7 @@ def fit_command(
     """Grade DATA (JSONL or Parquet), fit one weight vector per response type, save it."""
     policy = load_policy_or_default(policy_path)
     records = read_data(data)
-    grader = build_grader(grader_kind, records)
+    grader = build_grader(grader_spec, records, policy)
     settings = FitSettings(
         label_source=label_source,  # type: ignore[arg-type]
         cross_prompt=cross_prompt,

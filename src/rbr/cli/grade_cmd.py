@@ -36,7 +36,7 @@ def grade_command(
     data: Path,
     out_path: Path,
     policy_path: Path | None,
-    grader_kind: str,
+    grader_spec: dict,
     batch_size: int,
 ) -> None:
     """Grade DATA and write each row with its proposition probabilities.
@@ -49,7 +49,7 @@ def grade_command(
     """
     policy = load_policy_or_default(policy_path)
     records = read_data(data)
-    grader = build_grader(grader_kind, records)
+    grader = build_grader(grader_spec, records, policy)
     with grader, progress_bar(len(records), "grading") as bar:
         graded = grade_records(
             records,

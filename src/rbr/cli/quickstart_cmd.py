@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from rbr.cli.common import build_grader, progress_bar
+from rbr.cli.common import (
+    DEFAULT_GRADER,
+    build_grader,
+    default_grader_spec,
+    progress_bar,
+)
 from rbr.cli.fit_cmd import fit_report, print_fit_summary
 from rbr.cli.score_cmd import _rows, score_records
 from rbr.data.io import atomic_output, read_records, write_jsonl
@@ -32,7 +37,7 @@ from rbr.reward import RuleBasedReward
     "--grader",
     "grader_kind",
     type=click.Choice(GRADER_KINDS),
-    default=GRADER_KINDS[0],
+    default=DEFAULT_GRADER,
     show_default=True,
     help="Grader that answers the propositions.",
 )
@@ -47,7 +52,7 @@ def quickstart_command(out_dir: Path, grader_kind: str) -> None:
     policy = load_default_policy()
     records = read_records(data)
     click.echo(f"policy {policy.name!r}; {len(records)} example rows from {data.name}")
-    grader = build_grader(grader_kind, records)
+    grader = build_grader(default_grader_spec(grader_kind), records, policy)
     with grader:
         with progress_bar(len(records), "grading") as bar:
             graded = grade_records(

@@ -52,7 +52,7 @@ def score_command(
     weights_path: Path,
     out_path: Path,
     policy_path: Path | None,
-    grader_kind: str,
+    grader_spec: dict,
     batch_size: int,
     allow_grader_mismatch: bool,
 ) -> None:
@@ -60,7 +60,7 @@ def score_command(
     policy = load_policy_or_default(policy_path)
     weights = RBRWeights.load(weights_path)
     records = read_data(data)
-    grader = build_grader(grader_kind, records)
+    grader = build_grader(grader_spec, records, policy)
     with grader:
         reward = RuleBasedReward(
             policy, weights, grader, allow_grader_mismatch=allow_grader_mismatch
