@@ -30,7 +30,17 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["policy"], ["policy", "check"], ["fit"], ["score"], ["quickstart"]],
+    [
+        [],
+        ["policy"],
+        ["policy", "check"],
+        ["grade"],
+        ["fit"],
+        ["score"],
+        ["quickstart"],
+        ["grader"],
+        ["grader", "eval"],
+    ],
 )
 def test_help_everywhere(runner, args):
     result = runner.invoke(cli, [*args, "--help"])

@@ -50,7 +50,7 @@ def grader_group() -> None:
     "gold_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Gold file (JSONL or Parquet) whose 'propositions' field holds human "
+    help="Gold file (JSONL or Parquet) whose 'propositions' field contains human "
     "true/false labels.",
 )
 @policy_option
@@ -60,8 +60,8 @@ def grader_group() -> None:
     type=click.FloatRange(0, 1),
     default=0.5,
     show_default=True,
-    help="Share of prompts, from 0 to 1, used to tune each proposition's threshold; "
-    "the other prompts measure it. 0 keeps every threshold at 0.5.",
+    help="Share of prompts, from 0 to 1, used to tune each proposition's threshold. "
+    "The other prompts measure it. 0 keeps every threshold at 0.5.",
 )
 @click.option(
     "--seed",
@@ -88,7 +88,7 @@ def grader_group() -> None:
 def eval_command(
     gold_path: Path,
     policy_path: Path | None,
-    grader_kind: str,
+    grader_spec: dict[str, Any],
     batch_size: int,
     tuning_fraction: float,
     seed: int,
@@ -101,10 +101,14 @@ def eval_command(
     threshold 0.5, the tuned threshold and its accuracy on held-out prompts,
     then per response type how often the completion class from graded
     propositions equals the class from human labels.
+
+    With --few-shot-from set to the gold file itself, a gold item is never
+    shown as its own example, because examples equal to the graded
+    conversation and completion are skipped.
     """
     policy = load_policy_or_default(policy_path)
     records = read_data(gold_path)
-    grader = build_grader(grader_kind, records)
+    grader = build_grader(grader_spec, records, policy)
     with grader, progress_bar(len(records), "grading") as bar:
         report = evaluate_grader(
             records,

@@ -10,6 +10,7 @@ import click
 from rbr import __version__
 from rbr.cli.fit_cmd import fit_command
 from rbr.cli.grade_cmd import grade_command
+from rbr.cli.grader_cmd import grader_group
 from rbr.cli.policy_cmd import policy_group
 from rbr.cli.quickstart_cmd import quickstart_command
 from rbr.cli.score_cmd import score_command
@@ -43,6 +44,7 @@ cli.add_command(grade_command)
 cli.add_command(fit_command)
 cli.add_command(score_command)
 cli.add_command(quickstart_command)
+cli.add_command(grader_group)
 
 
 def main() -> None:

@@ -221,6 +221,11 @@ def atomic_output(path: str | Path) -> Iterator[IO[str]]:
     try:
         with handle:
             yield handle
+        # NamedTemporaryFile creates the file with mode 0600; give the output
+        # the permissions an ordinary open() would, honouring the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         os.replace(handle.name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
