@@ -48,15 +48,31 @@ GRADER_OPTION_NAMES = (
     "few_shot_k",
     "cache_path",
     "no_cache",
+    "artifact",
+    "model_path",
+    "device",
+    "dtype",
+    "local_batch_size",
 )
 
 
-def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def grader_options(
+    func: Callable[..., Any] | None = None, *, default_kind: str | None = None
+) -> Any:
     """Add the options that choose and configure a grader.
 
+    Use as ``@grader_options`` or ``@grader_options(default_kind="openai")``.
     The decorated command receives them bundled as one ``grader_spec``
     mapping, to pass to :func:`build_grader`.
     """
+    if func is None:
+        return lambda f: _add_grader_options(f, default_kind or DEFAULT_GRADER)
+    return _add_grader_options(func, default_kind or DEFAULT_GRADER)
+
+
+def _add_grader_options(
+    func: Callable[..., Any], default_kind: str
+) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -68,11 +84,46 @@ def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--grader",
             "grader_kind",
             type=click.Choice(GRADER_KINDS),
-            default=DEFAULT_GRADER,
+            default=default_kind,
             show_default=True,
-            help="Grader: 'labels' returns the 'propositions' stored in each row; "
-            "'openai' asks an OpenAI-compatible server (OpenAI, vLLM, SGLang, "
-            "llama.cpp).",
+            help="Grader: 'offline' runs the bundled classifiers on the CPU; "
+            "'labels' returns the 'propositions' stored in each row; 'openai' asks "
+            "an OpenAI-compatible server (OpenAI, vLLM, SGLang, llama.cpp); 'local' "
+            "runs a Hugging Face causal LM from a folder.",
+        ),
+        click.option(
+            "--artifact",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="[offline] Trained grader file from 'rbr grader train'. "
+            "Default: the artifact shipped with rbr.",
+        ),
+        click.option(
+            "--model-path",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            default=None,
+            help="[local] Folder of a causal LM saved with save_pretrained.",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+            help="[local] Device.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+            default="auto",
+            show_default=True,
+            help="[local] Weight and activation dtype.",
+        ),
+        click.option(
+            "--local-batch-size",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="[local] Proposition prompts per forward pass.",
         ),
         click.option(
             "--base-url",
@@ -99,7 +150,7 @@ def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["conversation_first", "shared_definitions"]),
             default="conversation_first",
             show_default=True,
-            help="[openai] Prompt layout: conversation first then one "
+            help="[openai, local] Prompt layout: conversation first then one "
             "proposition; or every definition first (least prefill with a "
             "prefix-caching server, most tokens sent).",
         ),
@@ -140,7 +191,7 @@ def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--few-shot-from",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             default=None,
-            help="[openai] Labelled file (gold format) to draw few-shot "
+            help="[openai, local] Labelled file (gold format) to draw few-shot "
             "examples from, instead of the policy's own examples.",
         ),
         click.option(
@@ -148,7 +199,7 @@ def grader_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=0),
             default=4,
             show_default=True,
-            help="[openai] Few-shot examples per proposition, balanced yes/no.",
+            help="[openai, local] Few-shot examples per proposition, balanced yes/no.",
         ),
         click.option(
             "--cache-path",
@@ -191,6 +242,11 @@ def default_grader_spec(kind: str) -> dict[str, Any]:
         "few_shot_k": 4,
         "cache_path": None,
         "no_cache": False,
+        "artifact": None,
+        "model_path": None,
+        "device": "auto",
+        "dtype": "auto",
+        "local_batch_size": 8,
     }
 
 
@@ -199,7 +255,17 @@ def build_grader(
 ) -> Grader:
     """Build the grader chosen on the command line."""
     settings: dict[str, Any] = {}
-    if spec["grader_kind"] == "openai":
+    if spec["grader_kind"] == "offline":
+        settings = {"artifact_path": spec["artifact"]}
+    elif spec["grader_kind"] == "local":
+        settings = {
+            "model_path": spec["model_path"],
+            "device": spec["device"],
+            "dtype": spec["dtype"],
+            "batch_size": spec["local_batch_size"],
+            "layout": spec["prompt_layout"],
+        }
+    elif spec["grader_kind"] == "openai":
         settings = {
             "base_url": spec["base_url"],
             "model": spec["model"],

@@ -18,6 +18,7 @@ from rbr.cli.common import (
     progress_bar,
     read_data,
 )
+from rbr.cli.grader_train_cmd import train_command
 from rbr.data.io import atomic_output
 from rbr.errors import RbrError
 from rbr.evaluation.grader_eval import evaluate_grader
@@ -198,3 +199,6 @@ def _print_class_agreement(report: GraderReport) -> None:
         "class agreement: share of compared rows whose class from graded propositions "
         "equals the class from human labels ('ho': held-out rows)"
     )
+
+
+grader_group.add_command(train_command)

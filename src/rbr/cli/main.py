@@ -14,6 +14,7 @@ from rbr.cli.grader_cmd import grader_group
 from rbr.cli.policy_cmd import policy_group
 from rbr.cli.quickstart_cmd import quickstart_command
 from rbr.cli.score_cmd import score_command
+from rbr.cli.synth_cmd import synth_command
 from rbr.errors import RbrError
 
 
@@ -45,6 +46,7 @@ cli.add_command(fit_command)
 cli.add_command(score_command)
 cli.add_command(quickstart_command)
 cli.add_command(grader_group)
+cli.add_command(synth_command)
 
 
 def main() -> None:

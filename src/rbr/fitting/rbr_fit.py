@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -191,9 +192,12 @@ def _fit_type(
             "learn from; add completions of other labels"
         )
     cross = _choose_cross_prompt(settings.cross_prompt, groups, ranks, base)
+    validation_fraction = _usable_validation_fraction(
+        settings.validation_fraction, groups, space.response_type
+    )
     params: dict[str, Any] = {
         "margin": settings.margin,
-        "validation_fraction": settings.validation_fraction,
+        "validation_fraction": validation_fraction,
         "cross_prompt": cross,
         "max_pairs": settings.max_pairs,
         "random_state": settings.random_state,
@@ -209,6 +213,22 @@ def _fit_type(
         coef=[float(x) for x in ranker.coef_],
         report=report,
     )
+
+
+def _usable_validation_fraction(
+    fraction: float, groups: np.ndarray, response_type: str
+) -> float:
+    """Return ``fraction``, or 0 when holding it out would leave no prompt to train on."""
+    n_prompts = len(set(groups.tolist()))
+    if fraction > 0 and math.ceil(fraction * n_prompts) >= n_prompts:
+        logger.warning(
+            "%s has %d prompt(s), too few to hold any out; fitting on all of them "
+            "with no held-out metrics",
+            response_type,
+            n_prompts,
+        )
+        return 0.0
+    return fraction
 
 
 def _margin(policy: Policy, label: str, default: float) -> float:

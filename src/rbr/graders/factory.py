@@ -18,10 +18,11 @@ from rbr.graders.base import Grader
 from rbr.graders.labels import LabelsGrader
 from rbr.policy.spec import Policy
 
-GRADER_KINDS = ("labels", "openai")
-"""Grader kinds: stored labels, and an OpenAI-compatible HTTP server."""
+GRADER_KINDS = ("offline", "labels", "openai", "local")
+"""Grader kinds: the bundled offline classifiers, stored labels, an
+OpenAI-compatible HTTP server, and a local Hugging Face causal LM."""
 
-CACHED_KINDS = ("openai",)
+CACHED_KINDS = ("openai", "local")
 """Kinds whose grades are worth caching (each answer costs a request)."""
 
 
@@ -57,7 +58,12 @@ def make_grader(options: GraderOptions) -> Grader:
     Raises:
         GraderError: When the kind is unknown or its options are incomplete.
     """
-    builders = {"labels": _labels, "openai": _openai}
+    builders = {
+        "offline": _offline,
+        "labels": _labels,
+        "openai": _openai,
+        "local": _local,
+    }
     builder = builders.get(options.kind)
     if builder is None:
         raise GraderError(
@@ -73,6 +79,28 @@ def make_grader(options: GraderOptions) -> Grader:
 
 def _labels(options: GraderOptions) -> Grader:
     return LabelsGrader.from_records(options.records)
+
+
+def _offline(options: GraderOptions) -> Grader:
+    from rbr.graders.offline import OfflineGrader
+
+    return OfflineGrader.load(options.settings.get("artifact_path"))
+
+
+def _local(options: GraderOptions) -> Grader:
+    from rbr.graders.transformers_local import TransformersGrader
+
+    settings = dict(options.settings)
+    model_path = settings.pop("model_path", None)
+    if not model_path:
+        raise GraderError(
+            "the local grader needs a model folder: pass --model-path DIR "
+            "(a Hugging Face causal LM saved with save_pretrained)"
+        )
+    definitions = list(options.policy.propositions.values()) if options.policy else None
+    return TransformersGrader(
+        model_path, definitions=definitions, few_shot=_few_shot(options), **settings
+    )
 
 
 def _few_shot(options: GraderOptions) -> Any:
