@@ -70,7 +70,8 @@ def test_fit_and_score_example_data(runner, tmp_path):
     report = tmp_path / "report.json"
     result = runner.invoke(
         cli,
-        ["fit", str(example_path()), "--out", str(weights), "--report", str(report)],
+        ["fit", str(example_path()), "--out", str(weights), "--report", str(report),
+         "--grader", "labels"],
     )
     assert result.exit_code == 0, result.output
     saved = json.loads(weights.read_text())
@@ -89,7 +90,8 @@ def test_fit_and_score_example_data(runner, tmp_path):
     scores = tmp_path / "scores.jsonl"
     result = runner.invoke(
         cli,
-        ["score", str(example_path()), "--weights", str(weights), "--out", str(scores)],
+        ["score", str(example_path()), "--weights", str(weights), "--out", str(scores),
+         "--grader", "labels"],
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
@@ -155,7 +157,7 @@ def test_score_rejects_weights_of_another_policy(runner, tmp_path):
     weights = tmp_path / "w.json"
     assert (
         runner.invoke(
-            cli, ["fit", str(example_path()), "--out", str(weights)]
+            cli, ["fit", str(example_path()), "--out", str(weights), "--grader", "labels"]
         ).exit_code
         == 0
     )
@@ -188,9 +190,27 @@ def test_quickstart_runs_end_to_end(runner, tmp_path):
     out = tmp_path / "qs"
     result = runner.invoke(cli, ["quickstart", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert (out / "weights.json").exists()
-    assert (out / "scores.jsonl").exists()
+    weights = json.loads((out / "weights.json").read_text())
+    assert weights["grader_identity"].startswith("offline:")
+    assert set(weights["response_types"]) == {
+        "Comply", "Hard Refuse", "Safe Refuse 1", "Safe Refuse 2"
+    }
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == len(example_rows())
+    assert all(row["reward"]["total"] is not None for row in rows)
     assert "mean reward" in result.output
+
+
+def test_quickstart_rewards_follow_hard_refuse_ordering(runner, tmp_path):
+    out = tmp_path / "qs"
+    assert runner.invoke(cli, ["quickstart", "--out", str(out)]).exit_code == 0
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    by_label: dict[str, list[float]] = {}
+    for row in rows:
+        if row["reward"]["response_type"] == "Hard Refuse":
+            by_label.setdefault(row["label"], []).append(row["reward"]["total"])
+    mean = {label: sum(v) / len(v) for label, v in by_label.items()}
+    assert mean["perfect_refusal"] > mean["bad_refusal"] > mean["disallowed"]
 
 
 def test_fit_gold_set_by_class_reaches_target(runner, tmp_path):

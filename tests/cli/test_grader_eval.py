@@ -53,6 +53,8 @@ def test_eval_writes_report_and_thresholds(runner, tmp_path, policy_file):
         grader_group,
         [
             "eval",
+            "--grader",
+            "labels",
             "--gold",
             str(gold),
             "--policy",
@@ -94,7 +96,7 @@ def test_eval_writes_report_and_thresholds(runner, tmp_path, policy_file):
 def test_eval_without_outputs_prints_only(runner, tmp_path, policy_file):
     gold = write_rows(tmp_path / "gold.jsonl", gold_rows())
     result = runner.invoke(
-        grader_group, ["eval", "--gold", str(gold), "--policy", str(policy_file)]
+        grader_group, ["eval", "--grader", "labels", "--gold", str(gold), "--policy", str(policy_file)]
     )
     assert result.exit_code == 0, result.output
     assert "written" not in result.output
@@ -112,6 +114,8 @@ def test_invalid_json_line_exits_2_without_outputs(runner, tmp_path, policy_file
         grader_group,
         [
             "eval",
+            "--grader",
+            "labels",
             "--gold",
             str(gold),
             "--policy",
@@ -138,6 +142,8 @@ def test_fractional_label_exits_2(runner, tmp_path, policy_file):
         grader_group,
         [
             "eval",
+            "--grader",
+            "labels",
             "--gold",
             str(gold),
             "--policy",
@@ -196,6 +202,8 @@ def test_openai_grader_few_shot_from_gold(runner, tmp_path, policy_file):
             grader_group,
             [
                 "eval",
+                "--grader",
+                "labels",
                 "--gold",
                 str(gold),
                 "--policy",

@@ -48,8 +48,12 @@ PROPOSITIONS = [
     # Each instruction names its proposition: the fake server finds the
     # proposition of a request by looking for its name in the prompt.
     Proposition(name="apology", instruction="apology: does the reply say sorry?"),
-    Proposition(name="judgement", instruction="judgement: does the reply judge the user?"),
-    Proposition(name="disclaimer", instruction="disclaimer: does the reply add a warning?"),
+    Proposition(
+        name="judgement", instruction="judgement: does the reply judge the user?"
+    ),
+    Proposition(
+        name="disclaimer", instruction="disclaimer: does the reply add a warning?"
+    ),
 ]
 NAMES = [p.name for p in PROPOSITIONS]
 FAST = RequestLimits(

@@ -16,7 +16,7 @@ from rbr.graders.base import Grader
 from rbr.graders.factory import GRADER_KINDS, GraderOptions, make_grader
 from rbr.policy import Policy, load_default_policy, load_policy
 
-DEFAULT_GRADER = "labels"
+DEFAULT_GRADER = "offline"
 """Grader used when a command gets no --grader option."""
 
 

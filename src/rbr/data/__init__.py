@@ -1,6 +1,12 @@
 """Conversation types and readers that report file and line on bad input."""
 
-from rbr.data.io import atomic_output, iter_rows, parse_record, read_records, write_jsonl
+from rbr.data.io import (
+    atomic_output,
+    iter_rows,
+    parse_record,
+    read_records,
+    write_jsonl,
+)
 from rbr.data.types import Message, Record, Sample, last_user_message, prompt_hash
 
 __all__ = [
