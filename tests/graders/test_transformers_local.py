@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+LOCAL_EXTRA = "the local grader needs torch and transformers: pip install 'rbr[local]'"
+torch = pytest.importorskip("torch", reason=LOCAL_EXTRA)
+pytest.importorskip("transformers", reason=LOCAL_EXTRA)
 
 from tiny_models import (  # noqa: E402
     CHAT_TEMPLATE,
