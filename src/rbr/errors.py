@@ -39,7 +39,8 @@ class PolicyErrors(PolicyError):
         first = errors[0]
         super().__init__(first.source, first.key_path, first.problem, first.fix)
         lines = [str(error) for error in errors]
-        self.args = (f"{len(errors)} problems in policy:\n  " + "\n  ".join(lines),)
+        noun = "problem" if len(errors) == 1 else "problems"
+        self.args = (f"{len(errors)} {noun} in policy:\n  " + "\n  ".join(lines),)
 
 
 class DataError(RbrError):
@@ -68,3 +69,7 @@ class NotFittedError(RbrError, ValueError):
 
 class GraderError(RbrError):
     """A grader could not be built or failed as a whole (not per item)."""
+
+
+class OutputError(RbrError):
+    """An output file cannot be written where the user asked."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from tqdm import tqdm
 
 from rbr.data.io import read_records
 from rbr.data.types import Record
-from rbr.graders.base import Grader
+from rbr.errors import DataError, GraderError, OutputError
+from rbr.graders.base import Grader, Unscored
 from rbr.graders.factory import GRADER_KINDS, GraderOptions, make_grader
 from rbr.policy import Policy, load_default_policy, load_policy
 
@@ -295,11 +297,81 @@ def load_policy_or_default(path: Path | None) -> Policy:
     return load_default_policy() if path is None else load_policy(path)
 
 
-def read_data(path: Path) -> list[Record]:
+def read_data(path: Path, policy: Policy | None = None) -> list[Record]:
+    """Read a data file, rejecting an empty one and warning about unknown labels.
+
+    Raises:
+        DataError: When the file is empty or a row is invalid.
+    """
     records = read_records(path)
     if not records:
-        raise click.ClickException(f"{path}: no rows found")
+        raise DataError(str(path), None, "no rows found; add at least one row")
+    if policy is not None:
+        _warn_unknown_propositions(path, records, policy)
     return records
+
+
+def _warn_unknown_propositions(
+    path: Path, records: Sequence[Record], policy: Policy
+) -> None:
+    known = set(policy.propositions)
+    unknown: dict[str, int] = {}
+    for record in records:
+        for name in record.propositions:
+            if name not in known and name not in unknown:
+                unknown[name] = record.line or 0
+    if unknown:
+        listed = ", ".join(
+            f"{name!r} (first on line {line})" for name, line in unknown.items()
+        )
+        click.echo(
+            f"warning: {path}: ignoring propositions the policy does not define: {listed}",
+            err=True,
+        )
+
+
+def fail_if_nothing_scored(unscored: Sequence[Unscored], n_cells: int) -> None:
+    """Stop with one clear error when the grader answered none of ``n_cells``.
+
+    This is the usual sign of an unreachable server or a wrong model name,
+    and writing a file of empty grades would only move the failure later.
+
+    Raises:
+        GraderError: With the first failure's reason and detail.
+    """
+    if n_cells == 0 or len(unscored) < n_cells:
+        return
+    first = unscored[0]
+    raise GraderError(
+        f"the grader scored none of the {n_cells} propositions it was asked; first "
+        f"failure ({first.reason}): {first.detail}"
+    )
+
+
+def check_output_path(path: Path, *, suffixes: tuple[str, ...] = (".jsonl",)) -> None:
+    """Fail before any work when ``path`` cannot be written.
+
+    Creates the parent folder when missing and writes a probe file there.
+
+    Raises:
+        OutputError: Naming the path, the cause and the fix.
+    """
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputError(
+            f"{path}: this output is written as {'/'.join(suffixes)}; "
+            f"use a file name ending in {suffixes[0]}"
+        )
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".rbr-probe-"):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"{path}: cannot write there ({error.strerror or error}); choose a "
+            "writable folder"
+        ) from None
 
 
 def progress_bar(total: int, description: str) -> tqdm:
@@ -312,18 +384,3 @@ def progress_bar(total: int, description: str) -> tqdm:
         dynamic_ncols=True,
         disable=None,
     )
-
-
-def fail_on_exception(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Re-raise file errors as click errors with the path."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except OSError as error:
-            raise click.ClickException(
-                f"{error.filename or ''}: {error.strerror}"
-            ) from None
-
-    return wrapper

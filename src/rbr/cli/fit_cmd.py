@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,14 @@ import click
 
 from rbr.cli.common import (
     build_grader,
+    check_output_path,
     grader_options,
     load_policy_or_default,
     policy_option,
     progress_bar,
     read_data,
 )
-from rbr.data.io import atomic_output
+from rbr.data.io import atomic_output, json_safe
 from rbr.fitting.grading import grade_records
 from rbr.fitting.rbr_fit import LABEL_SOURCES, FitSettings, fit_rbr
 from rbr.fitting.weights import RBRWeights
@@ -93,8 +95,11 @@ def fit_command(
     seed: int,
 ) -> None:
     """Grade DATA (JSONL or Parquet), fit one weight vector per response type, save it."""
+    check_output_path(out_path, suffixes=(".json",))
+    if report_path is not None:
+        check_output_path(report_path, suffixes=(".json",))
     policy = load_policy_or_default(policy_path)
-    records = read_data(data)
+    records = read_data(data, policy)
     grader = build_grader(grader_spec, records, policy)
     settings = FitSettings(
         label_source=label_source,  # type: ignore[arg-type]
@@ -114,10 +119,12 @@ def fit_command(
             progress=bar.update,
         )
     weights = fit_rbr(graded, policy, grader.identity, settings, source=str(data))
-    weights.save(out_path)
-    if report_path is not None:
-        with atomic_output(report_path) as handle:
-            json.dump(fit_report(weights), handle, indent=2)
+    # Both files appear together or not at all.
+    with contextlib.ExitStack() as stack:
+        weights.dump(stack.enter_context(atomic_output(out_path)))
+        if report_path is not None:
+            report = stack.enter_context(atomic_output(report_path))
+            json.dump(json_safe(fit_report(weights)), report, indent=2)
     print_fit_summary(weights)
     click.echo(f"weights written to {out_path}")
 

@@ -10,6 +10,8 @@ import click
 
 from rbr.cli.common import (
     build_grader,
+    check_output_path,
+    fail_if_nothing_scored,
     grader_options,
     load_policy_or_default,
     policy_option,
@@ -47,8 +49,9 @@ def grade_command(
     'propositions' and listed under 'unscored'. Rows with no safety response
     type are written unchanged.
     """
+    check_output_path(out_path)
     policy = load_policy_or_default(policy_path)
-    records = read_data(data)
+    records = read_data(data, policy)
     grader = build_grader(grader_spec, records, policy)
     with grader, progress_bar(len(records), "grading") as bar:
         graded = grade_records(
@@ -59,8 +62,12 @@ def grade_command(
             batch_size=batch_size,
             progress=bar.update,
         )
-    count = write_jsonl(out_path, graded_rows(graded, grader.identity))
     n_unscored = sum(len(b.unscored) for b in graded.batches.values())
+    fail_if_nothing_scored(
+        [u for b in graded.batches.values() for u in b.unscored],
+        sum(b.probabilities.size for b in graded.batches.values()),
+    )
+    count = write_jsonl(out_path, graded_rows(graded, grader.identity))
     click.echo(f"graded {count} rows with {grader.identity} -> {out_path}")
     if n_unscored:
         click.echo(

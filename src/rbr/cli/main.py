@@ -27,6 +27,10 @@ class _Group(click.Group):
         except RbrError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        except OSError as error:
+            target = f"{error.filename}: " if error.filename else ""
+            click.echo(f"error: {target}{error.strerror or error}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

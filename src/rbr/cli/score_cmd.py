@@ -10,6 +10,8 @@ import click
 
 from rbr.cli.common import (
     build_grader,
+    check_output_path,
+    fail_if_nothing_scored,
     grader_options,
     load_policy_or_default,
     policy_option,
@@ -57,15 +59,21 @@ def score_command(
     allow_grader_mismatch: bool,
 ) -> None:
     """Score every row of DATA; write each row with its reward and breakdown."""
+    check_output_path(out_path)
     policy = load_policy_or_default(policy_path)
     weights = RBRWeights.load(weights_path)
-    records = read_data(data)
+    records = read_data(data, policy)
     grader = build_grader(grader_spec, records, policy)
     with grader:
         reward = RuleBasedReward(
             policy, weights, grader, allow_grader_mismatch=allow_grader_mismatch
         )
         results = score_records(reward, records, str(data), batch_size)
+    typed = [r for r in results if r.response_type is not None]
+    fail_if_nothing_scored(
+        [u for r in typed for u in r.unscored],
+        sum(len(r.propositions) for r in typed),
+    )
     count = write_jsonl(out_path, _rows(records, results))
     n_missing = sum(
         1 for r in results if r.total is None and r.response_type is not None

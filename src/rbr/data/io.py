@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from rbr.data.types import Message, Record, Sample, messages_from_mapping, prompt_hash
+from rbr.data.types import Record, Sample, messages_from_mapping, prompt_hash
 from rbr.errors import DataError
 
 KNOWN_FIELDS = {
@@ -102,14 +102,18 @@ def parse_record(row: Mapping[str, Any], *, source: str, line: int | None) -> Re
         raise fail("missing field 'completion' (a list with one assistant message)")
     prompt_value = row["prompt"]
     if isinstance(prompt_value, str):
-        prompt = (Message("user", prompt_value),)
-    else:
-        try:
-            prompt = messages_from_mapping(prompt_value)
-        except ValueError as error:
-            raise fail(f"field 'prompt': {error}") from None
+        prompt_value = [{"role": "user", "content": prompt_value}]
+    try:
+        prompt = messages_from_mapping(prompt_value)
+    except ValueError as error:
+        raise fail(f"field 'prompt': {error}") from None
     if not prompt:
         raise fail("field 'prompt' is empty; it needs at least one user message")
+    if prompt[-1].role != "user":
+        raise fail(
+            f"field 'prompt' ends with a {prompt[-1].role!r} message; it must end with "
+            "the user turn the completion answers"
+        )
     completion = _completion_text(row["completion"], fail)
 
     response_type = _optional_str(row, "response_type", fail)
@@ -150,6 +154,10 @@ def read_records(path: str | Path) -> list[Record]:
 
 def _completion_text(value: Any, fail: Any) -> str:
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise fail("field 'completion' has an invalid Unicode character") from None
         return value
     try:
         messages = messages_from_mapping(value)
@@ -193,6 +201,9 @@ def _propositions(value: Any, fail: Any) -> dict[str, float]:
         )
     result = {}
     for name, item in value.items():
+        if item is None:
+            # Columnar formats store an unlabelled proposition as null.
+            continue
         if isinstance(item, bool):
             result[name] = 1.0 if item else 0.0
         elif isinstance(item, (int, float)) and 0.0 <= item <= 1.0:
@@ -238,6 +249,21 @@ def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     count = 0
     with atomic_output(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(json_safe(row), ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with NaN and infinities replaced by None, recursively.
+
+    Python's json module writes NaN as a bare ``NaN`` token, which standard
+    JSON parsers reject.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -125,5 +125,17 @@ def messages_from_mapping(items: Any) -> tuple[Message, ...]:
             raise ValueError(
                 f"message {index} content must be a string, got {type(content).__name__}"
             )
+        _check_encodable(content, f"message {index} content")
         messages.append(Message(role=role, content=content))
     return tuple(messages)
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """Reject text with lone surrogates, which no UTF-8 file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} has an invalid Unicode character at position {error.start} "
+            "(a lone surrogate such as \\ud800); fix the text encoding"
+        ) from None

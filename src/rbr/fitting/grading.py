@@ -32,9 +32,11 @@ def resolve_response_type(record: Record, policy: Policy, *, source: str) -> str
     name = record.sample.response_type
     if name is not None:
         try:
-            return policy.response_type(name).name
+            resolved = policy.response_type(name).name
         except KeyError as error:
             raise DataError(source, record.line, str(error.args[0])) from None
+        _check_category_agrees(record, policy, resolved, source)
+        return resolved
     if record.category is not None:
         try:
             mapped = policy.response_type_for_category(record.category)
@@ -122,6 +124,24 @@ def grade_records(
                 _reason_summary(unscored),
             )
     return GradedRecords(list(records), types, batches)
+
+
+def _check_category_agrees(
+    record: Record, policy: Policy, response_type: str, source: str
+) -> None:
+    if record.category is None:
+        return
+    try:
+        mapped = policy.response_type_for_category(record.category)
+    except KeyError:
+        return
+    if mapped is not None and policy.response_type(mapped).name != response_type:
+        raise DataError(
+            source,
+            record.line,
+            f"response_type {response_type!r} disagrees with category "
+            f"{record.category!r}, which the policy maps to {mapped!r}; fix one of them",
+        )
 
 
 def _with_type(sample: Sample, response_type: str) -> Sample:

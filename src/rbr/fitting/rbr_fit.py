@@ -177,6 +177,11 @@ def _fit_type(
             int((~keep).sum()),
             keep.size,
         )
+    if not keep.any():
+        return (
+            f"every one of its {keep.size} rows has unscored propositions "
+            f"({_reason_counts(batch)}); check the grader"
+        )
     rows = batch.indices[keep]
     X = space.transform(batch.probabilities[keep])
     kept_labels = [labels[i] for i in np.flatnonzero(keep)]
@@ -229,6 +234,13 @@ def _usable_validation_fraction(
         )
         return 0.0
     return fraction
+
+
+def _reason_counts(batch: TypeBatch) -> str:
+    counts: dict[str, int] = {}
+    for item in batch.unscored:
+        counts[item.reason] = counts.get(item.reason, 0) + 1
+    return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
 
 
 def _margin(policy: Policy, label: str, default: float) -> float:

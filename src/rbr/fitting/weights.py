@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from rbr.data.io import atomic_output
+from rbr.data.io import atomic_output, json_safe
 from rbr.errors import WeightsError
 from rbr.features.space import FeatureSpace
 from rbr.policy.spec import Policy
@@ -110,8 +109,12 @@ class RBRWeights:
     def save(self, path: str | Path) -> None:
         """Write the weights as JSON; the file appears only when fully written."""
         with atomic_output(path) as handle:
-            json.dump(_finite(self.to_dict()), handle, indent=2)
-            handle.write("\n")
+            self.dump(handle)
+
+    def dump(self, handle: IO[str]) -> None:
+        """Write the weights as JSON to an open text file."""
+        json.dump(json_safe(self.to_dict()), handle, indent=2)
+        handle.write("\n")
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<memory>") -> RBRWeights:
@@ -172,14 +175,3 @@ class RBRWeights:
                 f"{path}: invalid JSON ({error.msg}, line {error.lineno})"
             ) from None
         return cls.from_dict(data, source=str(path))
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities with None so the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

@@ -20,23 +20,38 @@ class LabelsGrader(Grader):
     ``missing_label``.
     """
 
-    def __init__(self, labels: Mapping[str, Mapping[str, float]]) -> None:
+    def __init__(
+        self,
+        labels: Mapping[str, Mapping[str, float]],
+        *,
+        source_identity: str | None = None,
+    ) -> None:
         self._labels = {key: dict(values) for key, values in labels.items()}
+        self._source_identity = source_identity
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> LabelsGrader:
-        """Build the grader from the ``propositions`` field of data records."""
+        """Build the grader from the ``propositions`` field of data records.
+
+        When every labelled row carries the same ``grader`` field (as rows
+        written by ``rbr grade`` do), the stored values are that grader's
+        answers and this grader takes over its identity, so weights fitted on
+        them match scoring with that grader.
+        """
         labels: dict[str, dict[str, float]] = {}
+        identities: set[object] = set()
         for record in records:
             if record.propositions:
                 labels.setdefault(record.sample.content_key(), {}).update(
                     record.propositions
                 )
-        return cls(labels)
+                identities.add(record.extra.get("grader"))
+        source = identities.pop() if len(identities) == 1 else None
+        return cls(labels, source_identity=source if isinstance(source, str) else None)
 
     @property
     def identity(self) -> str:
-        return "labels"
+        return self._source_identity or "labels"
 
     def grade(
         self, samples: Sequence[Sample], propositions: Sequence[Proposition]
