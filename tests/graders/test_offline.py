@@ -293,3 +293,23 @@ def test_vocabulary_transform_normalizes() -> None:
     assert len(columns) == len(set(documents[0]))
     assert np.linalg.norm(values) == pytest.approx(1.0)
     assert vocabulary.transform(["unseen-term"])[0].size == 0
+
+
+def test_inference_needs_only_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rbr.data.types import Message, Sample\n"
+        "from rbr.graders.offline import OfflineGrader\n"
+        "sample = Sample((Message('user', 'hi'),), 'Hello!', response_type='Comply')\n"
+        "OfflineGrader.load().model.predict_proba([sample])\n"
+        "print(','.join(m for m in ('sklearn', 'scipy', 'torch') if m in sys.modules))"
+    )
+
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    assert output == ""

@@ -1,4 +1,4 @@
-"""``rbr grade``: answer every proposition for every row and store the probabilities."""
+"""``rbr grade``: grade every proposition for every row and store the probabilities."""
 
 from __future__ import annotations
 

@@ -50,25 +50,34 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if suffix == ".parquet":
         yield from _iter_parquet(path)
         return
-    with path.open("r", encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    str(path),
-                    number,
-                    f"invalid JSON: {error.msg} at column {error.colno}",
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    str(path),
-                    number,
-                    f"expected a JSON object, got {type(row).__name__}",
-                )
-            yield number, row
+    # Read all lines first so the file is closed even when the caller stops
+    # at an invalid row without closing this generator.
+    try:
+        # utf-8-sig also accepts a leading byte-order mark.
+        with path.open("r", encoding="utf-8-sig") as handle:
+            lines = handle.readlines()
+    except UnicodeDecodeError as error:
+        raise DataError(
+            str(path), None, f"not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(
+                str(path),
+                number,
+                f"invalid JSON: {error.msg} at column {error.colno}",
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(
+                str(path),
+                number,
+                f"expected a JSON object, got {type(row).__name__}",
+            )
+        yield number, row
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -149,7 +158,9 @@ def read_records(path: str | Path) -> list[Record]:
         DataError: On the first invalid row, naming the file and line.
     """
     source = str(path)
-    return [parse_record(row, source=source, line=n) for n, row in iter_rows(path)]
+    # Close the reader at once when a row is invalid, not when it is collected.
+    with contextlib.closing(iter_rows(path)) as rows:
+        return [parse_record(row, source=source, line=n) for n, row in rows]
 
 
 def _completion_text(value: Any, fail: Any) -> str:

@@ -130,12 +130,12 @@ def messages_from_mapping(items: Any) -> tuple[Message, ...]:
     return tuple(messages)
 
 
-def _check_encodable(text: str, what: str) -> None:
+def _check_encodable(text: str, field_name: str) -> None:
     """Reject text with lone surrogates, which no UTF-8 file can hold."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise ValueError(
-            f"{what} has an invalid Unicode character at position {error.start} "
+            f"{field_name} has an invalid Unicode character at position {error.start} "
             "(a lone surrogate such as \\ud800); fix the text encoding"
         ) from None
