@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,13 +14,46 @@ from tqdm import tqdm
 
 from rbr.data.io import read_records
 from rbr.data.types import Record
-from rbr.errors import DataError, GraderError, OutputError
+from rbr.errors import DataError, GraderError, OutputError, RbrError
 from rbr.graders.base import Grader, Unscored
 from rbr.graders.factory import GRADER_KINDS, GraderOptions, make_grader
 from rbr.policy import Policy, load_default_policy, load_policy
 
 DEFAULT_GRADER = "offline"
 """Grader used when a command gets no --grader option."""
+
+
+def _invoke_reporting_errors(
+    invoke: Callable[[click.Context], Any], ctx: click.Context
+) -> Any:
+    """Run a click invocation, turning rbr and file errors into one line and exit 2."""
+    try:
+        return invoke(ctx)
+    except RbrError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except OSError as error:
+        target = f"{error.filename}: " if error.filename else ""
+        click.echo(f"error: {target}{error.strerror or error}", err=True)
+        sys.exit(2)
+
+
+class ErrorReportingGroup(click.Group):
+    """A command group that prints rbr errors as one line and exits with code 2.
+
+    Subgroups use it too, so they behave the same when invoked on their own,
+    as in tests.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _invoke_reporting_errors(super().invoke, ctx)
+
+
+class ErrorReportingCommand(click.Command):
+    """A command that prints rbr errors as one line and exits with code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _invoke_reporting_errors(super().invoke, ctx)
 
 
 def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:

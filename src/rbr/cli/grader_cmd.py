@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from rbr.cli.common import (
+    ErrorReportingGroup,
     build_grader,
     grader_options,
     load_policy_or_default,
@@ -20,27 +20,11 @@ from rbr.cli.common import (
 )
 from rbr.cli.grader_train_cmd import train_command
 from rbr.data.io import atomic_output
-from rbr.errors import RbrError
 from rbr.evaluation.grader_eval import evaluate_grader
 from rbr.evaluation.report import GraderReport
 
 
-class _GraderGroup(click.Group):
-    """A group that prints rbr errors as one line and exits with code 2.
-
-    The top-level ``rbr`` group does the same. Doing it here too gives the
-    same behavior when this group is invoked on its own, as in tests.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RbrError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-
-
-@click.group("grader", cls=_GraderGroup)
+@click.group("grader", cls=ErrorReportingGroup)
 def grader_group() -> None:
     """Measure graders against human-labelled data and train the offline grader."""
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
 from rbr import __version__
+from rbr.cli.common import ErrorReportingGroup
 from rbr.cli.fit_cmd import fit_command
 from rbr.cli.grade_cmd import grade_command
 from rbr.cli.grader_cmd import grader_group
@@ -15,25 +15,11 @@ from rbr.cli.policy_cmd import policy_group
 from rbr.cli.quickstart_cmd import quickstart_command
 from rbr.cli.score_cmd import score_command
 from rbr.cli.synth_cmd import synth_command
-from rbr.errors import RbrError
 
 
-class _Group(click.Group):
-    """A command group that turns rbr errors into a one-line message and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except RbrError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-        except OSError as error:
-            target = f"{error.filename}: " if error.filename else ""
-            click.echo(f"error: {target}{error.strerror or error}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="rbr")
 @click.option(
     "-v", "--verbose", count=True, help="Log more: -v for info, -vv for debug."

@@ -11,13 +11,13 @@ from typing import Any
 import click
 
 from rbr.cli.common import (
+    ErrorReportingCommand,
     build_grader,
     grader_options,
     load_policy_or_default,
     policy_option,
     progress_bar,
 )
-from rbr.errors import RbrError
 from rbr.evaluation.thresholds import PropositionThresholds
 from rbr.graders.base import Grader
 from rbr.graders.ratelimit import RequestLimits
@@ -42,22 +42,7 @@ MAX_LISTED = 5
 """Skipped rows and failed targets named one by one before the rest are counted."""
 
 
-class _SynthCommand(click.Command):
-    """A command that prints rbr errors as one line and exits with code 2.
-
-    The top-level ``rbr`` group does the same. Doing it here too gives the
-    same behavior when the command is invoked on its own, as in tests.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RbrError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-
-
-@click.command("synth", cls=_SynthCommand)
+@click.command("synth", cls=ErrorReportingCommand)
 @click.argument(
     "prompts_path",
     metavar="PROMPTS",
