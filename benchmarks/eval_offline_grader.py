@@ -22,7 +22,7 @@ Usage::
     python benchmarks/eval_offline_grader.py --data ../shared/data \
         --out benchmarks/results/offline_grader_eval.json
 
-Needs the ``train`` extra (scikit-learn, scipy). Takes about 15-25 minutes
+Needs the ``train`` extra (scikit-learn, scipy). Takes 20 to 40 minutes
 on 2 cores.
 """
 
