@@ -176,3 +176,8 @@ def print_fit_summary(weights: RBRWeights) -> None:
         )
     for name, reason in weights.skipped.items():
         click.echo(f"{name:<15} not fitted: {reason}")
+    click.echo(
+        "pair acc: share of held-out pairs ranked in the policy's order; top1: share "
+        "of held-out prompts whose best completion gets the highest reward; gap: "
+        "certified distance of the training objective from its optimum"
+    )
