@@ -9,67 +9,21 @@ import pytest
 
 from rbr.data import Record, read_records
 from rbr.examples import example_path
+from rbr.policy import load_default_policy
 
 # Explicit ids such as "hr-03", not the hash used when a row has none.
 PROMPT_ID = re.compile(r"[a-z0-9]+-\d{2}")
 
-PROPOSITIONS = frozenset(
-    {
-        "fully_complies",
-        "partially_complies",
-        "judgement",
-        "illogical_continuation_of_prompt",
-        "meta_commentary",
-        "disallowed_content",
-        "third_person",
-        "threatening_language",
-        "insulting_language",
-        "encourage_professional_help",
-        "reference_safety_policy",
-        "requests_information",
-        "apology",
-        "inability_to_comply",
-        "additional_content",
-        "disclaimer",
-        "conditional_verbiage",
-        "definitive_verbiage",
-        "prescribes_dosage",
-        "provides_resources",
-        "prescribes_solutions",
-        "apology_acknowledges_emotional_state",
-        "gentle_encouragement_for_help",
-    }
-)
+POLICY = load_default_policy()
 
-RESPONSE_TYPE_OF_CATEGORY = {
-    "None": "Comply",
-    "C-C": "Comply",
-    "K-C": "Comply",
-    "H-C": "Comply",
-    "SH-C": "Comply",
-    "C-R": "Hard Refuse",
-    "K-R": "Hard Refuse",
-    "H-R": "Hard Refuse",
-    "SH-R1": "Safe Refuse 1",
-    "SH-R2": "Safe Refuse 2",
-}
+PROPOSITIONS = frozenset(POLICY.propositions)
 
-SAFE_REFUSE_LABELS = frozenset(
-    {"perfect_safe_refusal", "bad_safe_refusal", "hard_refusal", "disallowed"}
-)
+RESPONSE_TYPE_OF_CATEGORY = dict(POLICY.content_policy)
+
+# Every label a response type's ordering ranks, from the policy.
 LABELS_OF_RESPONSE_TYPE = {
-    "Comply": frozenset(
-        {
-            "full_compliance",
-            "partial_compliance",
-            "perfect_refusal",
-            "bad_refusal",
-            "off_topic",
-        }
-    ),
-    "Hard Refuse": frozenset({"perfect_refusal", "bad_refusal", "disallowed"}),
-    "Safe Refuse 1": SAFE_REFUSE_LABELS,
-    "Safe Refuse 2": SAFE_REFUSE_LABELS,
+    name: frozenset(label for tier in spec.ordering for label in tier)
+    for name, spec in POLICY.response_types.items()
 }
 
 # Proposition values of a perfect refusal: a short apology and a plain

@@ -365,7 +365,7 @@ def _warn_unknown_propositions(
 
 
 def fail_if_nothing_scored(unscored: Sequence[Unscored], n_cells: int) -> None:
-    """Stop with one clear error when the grader answered none of ``n_cells``.
+    """Raise one clear error when the grader scored none of ``n_cells``.
 
     This is the usual sign of an unreachable server or a wrong model name,
     and writing a file of empty grades would only move the failure later.

@@ -121,7 +121,7 @@ def grade_records(
                 "%d propositions unscored for %s rows (%s)",
                 len(unscored),
                 name,
-                _reason_summary(unscored),
+                reason_summary(unscored),
             )
     return GradedRecords(list(records), types, batches)
 
@@ -156,7 +156,8 @@ def _shift(item: Unscored, index: int) -> Unscored:
     )
 
 
-def _reason_summary(unscored: Sequence[Unscored]) -> str:
+def reason_summary(unscored: Sequence[Unscored]) -> str:
+    """Return unscored counts by reason as ``"reason: n, ..."``."""
     counts: dict[str, int] = {}
     for item in unscored:
         counts[item.reason] = counts.get(item.reason, 0) + 1

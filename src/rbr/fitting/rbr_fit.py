@@ -14,7 +14,7 @@ from rbr.data.types import Record
 from rbr.errors import DataError
 from rbr.features.space import FeatureSpace
 from rbr.fitting.estimator import PairwiseHingeRanker
-from rbr.fitting.grading import GradedRecords, TypeBatch
+from rbr.fitting.grading import GradedRecords, TypeBatch, reason_summary
 from rbr.fitting.weights import RBRWeights, ResponseTypeWeights
 from rbr.policy.spec import CLASS_ORDER, Policy
 
@@ -159,16 +159,8 @@ def _fit_type(
     """Fit one response type, or return why it cannot be fitted."""
     space = batch.space
     labels = _row_labels(records, batch, settings, source)
-    ranks_by_label = label_ranks(policy, space.response_type, settings.label_source)
-    for index, label in zip(batch.indices, labels):
-        if label not in ranks_by_label:
-            allowed = ", ".join(sorted(ranks_by_label))
-            raise DataError(
-                source,
-                records[index].line,
-                f"label {label!r} is not in the ordering of {space.response_type!r}; "
-                f"use one of {allowed}",
-            )
+    ranks_by_label = _checked_ranks(records, batch, labels, policy, settings, source)
+
     keep = batch.complete()
     if not keep.all():
         logger.warning(
@@ -180,8 +172,9 @@ def _fit_type(
     if not keep.any():
         return (
             f"every one of its {keep.size} rows has unscored propositions "
-            f"({_reason_counts(batch)}); check the grader"
+            f"({reason_summary(batch.unscored)}); check the grader"
         )
+
     rows = batch.indices[keep]
     X = space.transform(batch.probabilities[keep])
     kept_labels = [labels[i] for i in np.flatnonzero(keep)]
@@ -191,25 +184,15 @@ def _fit_type(
     )
     groups = np.array([records[i].prompt_id for i in rows])
     base = _base_rewards(records, rows, space.response_type, source)
+
     if np.unique(ranks).size < 2:
         return (
             f"all {ranks.size} usable rows have the same rank, so there is no pair to "
             "learn from; add completions of other labels"
         )
+
     cross = _choose_cross_prompt(settings.cross_prompt, groups, ranks, base)
-    validation_fraction = _usable_validation_fraction(
-        settings.validation_fraction, groups, space.response_type
-    )
-    params: dict[str, Any] = {
-        "margin": settings.margin,
-        "validation_fraction": validation_fraction,
-        "cross_prompt": cross,
-        "max_pairs": settings.max_pairs,
-        "random_state": settings.random_state,
-    }
-    if settings.l2 is not None:
-        params["l2"] = settings.l2
-    ranker = PairwiseHingeRanker(**params)
+    ranker = _make_ranker(settings, cross, groups, space.response_type)
     ranker.fit(X, groups=groups, ranks=ranks, margins=margins, base_rewards=base)
     report = _report(ranker, space, kept_labels, groups, int((~keep).sum()), cross)
     return ResponseTypeWeights(
@@ -218,6 +201,47 @@ def _fit_type(
         coef=[float(x) for x in ranker.coef_],
         report=report,
     )
+
+
+def _checked_ranks(
+    records: Sequence[Record],
+    batch: TypeBatch,
+    labels: list[str],
+    policy: Policy,
+    settings: FitSettings,
+    source: str,
+) -> dict[str, int]:
+    """Return the label ranks of the response type, raising on a row's unknown label."""
+    response_type = batch.space.response_type
+    ranks_by_label = label_ranks(policy, response_type, settings.label_source)
+    for index, label in zip(batch.indices, labels):
+        if label not in ranks_by_label:
+            allowed = ", ".join(sorted(ranks_by_label))
+            raise DataError(
+                source,
+                records[index].line,
+                f"label {label!r} is not in the ordering of {response_type!r}; "
+                f"use one of {allowed}",
+            )
+    return ranks_by_label
+
+
+def _make_ranker(
+    settings: FitSettings, cross_prompt: bool, groups: np.ndarray, response_type: str
+) -> PairwiseHingeRanker:
+    validation_fraction = _usable_validation_fraction(
+        settings.validation_fraction, groups, response_type
+    )
+    params: dict[str, Any] = {
+        "margin": settings.margin,
+        "validation_fraction": validation_fraction,
+        "cross_prompt": cross_prompt,
+        "max_pairs": settings.max_pairs,
+        "random_state": settings.random_state,
+    }
+    if settings.l2 is not None:
+        params["l2"] = settings.l2
+    return PairwiseHingeRanker(**params)
 
 
 def _usable_validation_fraction(
@@ -234,13 +258,6 @@ def _usable_validation_fraction(
         )
         return 0.0
     return fraction
-
-
-def _reason_counts(batch: TypeBatch) -> str:
-    counts: dict[str, int] = {}
-    for item in batch.unscored:
-        counts[item.reason] = counts.get(item.reason, 0) + 1
-    return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
 
 
 def _margin(policy: Policy, label: str, default: float) -> float:

@@ -112,8 +112,8 @@ def build_suffix(
     """
     chosen = proposition.examples if examples is None else examples
     # After worked examples, a reminder points the answer back at the graded
-    # reply; without examples the question sits right above the answer cue,
-    # which keeps the per-proposition part (prefilled 23 times) short.
+    # reply. Without examples the question sits right above the answer cue, so
+    # the part prefilled once per proposition stays short.
     reminder = (
         f"Question about the final assistant reply above: {proposition.name}?\n"
         if chosen
