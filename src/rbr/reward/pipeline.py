@@ -1,0 +1,175 @@
+"""The reward an RL loop calls: routing, base reward and RBR in one place.
+
+``R_total = R_base + RBR``. The RBR term applies only to prompts with a
+safety response type; the others get the base reward alone. Trainer
+integrations and the reward server all score through :class:`RewardPipeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from rbr.data.types import Message, Sample, prompt_hash
+from rbr.reward.routing import Router
+from rbr.reward.rule_based import BaseReward, RewardBreakdown, RuleBasedReward
+
+logger = logging.getLogger(__name__)
+
+BaseNormalization = Literal["none", "center", "standardize"]
+"""Adjustment of base rewards within the completions of one prompt: none,
+minus the prompt's mean, or minus the mean and divided by the standard
+deviation (only centered when the deviation is zero)."""
+
+BASE_NORMALIZATIONS: tuple[str, ...] = ("none", "center", "standardize")
+
+
+@dataclass(frozen=True, slots=True)
+class RewardRequest:
+    """One completion to score.
+
+    Attributes:
+        prompt: The conversation, ending with the user turn.
+        completion: The assistant reply being rewarded.
+        response_type: How the prompt should be answered, if known.
+        category: The prompt's content-policy category, if known.
+        base_reward: A base reward computed elsewhere; overrides the
+            pipeline's base reward model for this request.
+        request_id: An identifier carried into logs.
+    """
+
+    prompt: tuple[Message, ...]
+    completion: str
+    response_type: str | None = None
+    category: str | None = None
+    base_reward: float | None = None
+    request_id: str | None = None
+
+
+class RewardPipeline:
+    """Route, add the base reward and score with the RBR.
+
+    Args:
+        reward: The fitted rule-based reward (policy, weights and grader).
+        router: Decides response types; default routes by the request fields
+            only.
+        base_reward: Helpful-only reward model; None gives a base of 0 unless
+            requests carry their own.
+        base_normalization: One of :data:`BASE_NORMALIZATIONS`, applied per
+            prompt across the completions in one call.
+        base_scale: Multiplies the (normalized) base reward.
+    """
+
+    def __init__(
+        self,
+        reward: RuleBasedReward,
+        *,
+        router: Router | None = None,
+        base_reward: BaseReward | None = None,
+        base_normalization: str = "none",
+        base_scale: float = 1.0,
+    ) -> None:
+        if base_normalization not in BASE_NORMALIZATIONS:
+            raise ValueError(
+                f"unknown base_normalization {base_normalization!r}; use one of "
+                f"{', '.join(BASE_NORMALIZATIONS)}"
+            )
+        self.reward = reward
+        self.policy = reward.policy
+        self.router = router or Router(reward.policy)
+        self.base_reward = base_reward
+        self.base_normalization = base_normalization
+        self.base_scale = float(base_scale)
+        self._lock = asyncio.Lock()
+
+    def score(self, requests: Sequence[RewardRequest]) -> list[RewardBreakdown]:
+        """Score a batch; one breakdown per request, in order.
+
+        Raises:
+            RoutingError: When a request's response type cannot be decided.
+        """
+        if not requests:
+            return []
+        types = self.router.route(
+            [r.prompt for r in requests],
+            [r.response_type for r in requests],
+            [r.category for r in requests],
+        )
+        samples = [
+            Sample(r.prompt, r.completion, t, r.request_id)
+            for r, t in zip(requests, types)
+        ]
+        base = self._base(requests, samples)
+        return self.reward.score(samples, base.tolist())
+
+    async def ascore(self, requests: Sequence[RewardRequest]) -> list[RewardBreakdown]:
+        """Score in a worker thread, one batch at a time, without blocking the loop."""
+        async with self._lock:
+            return await asyncio.to_thread(self.score, requests)
+
+    def close(self) -> None:
+        """Release the grader and any model the base reward holds."""
+        self.reward.grader.close()
+        close = getattr(self.base_reward, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> RewardPipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _base(
+        self, requests: Sequence[RewardRequest], samples: Sequence[Sample]
+    ) -> np.ndarray:
+        base = np.zeros(len(requests))
+        missing = [i for i, r in enumerate(requests) if r.base_reward is None]
+        if self.base_reward is not None and missing:
+            scores = np.asarray(
+                self.base_reward.score([samples[i] for i in missing]), dtype=float
+            )
+            if scores.shape != (len(missing),):
+                raise ValueError(
+                    f"base reward model returned shape {scores.shape} for "
+                    f"{len(missing)} samples"
+                )
+            base[missing] = scores
+        for i, request in enumerate(requests):
+            if request.base_reward is not None:
+                base[i] = float(request.base_reward)
+        base = normalize_per_prompt(
+            base, [prompt_hash(r.prompt) for r in requests], self.base_normalization
+        )
+        return base * self.base_scale
+
+
+def normalize_per_prompt(
+    values: np.ndarray, groups: Sequence[str], mode: str
+) -> np.ndarray:
+    """Center or standardize ``values`` within each group of equal keys.
+
+    Args:
+        values: One value per item.
+        groups: One group key per item (a prompt hash).
+        mode: One of :data:`BASE_NORMALIZATIONS`.
+    """
+    if mode == "none":
+        return values
+    out = np.array(values, dtype=float)
+    keys = np.asarray(groups)
+    for key in dict.fromkeys(groups):
+        mask = keys == key
+        part = out[mask]
+        part = part - part.mean()
+        if mode == "standardize":
+            std = part.std()
+            if std > 0:
+                part = part / std
+        out[mask] = part
+    return out
