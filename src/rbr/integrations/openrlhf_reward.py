@@ -1,0 +1,259 @@
+"""The rule-based reward as an OpenRLHF ``reward_func`` file.
+
+OpenRLHF loads a Python file given as ``--remote_rm_url /path/file.py``
+(``--reward.remote_url`` in releases with dotted options) and calls its
+``reward_func(queries, prompts, labels)``. ``queries`` are the prompt and
+response decoded together with special tokens kept. ``prompts`` are the
+prompt strings (chat template applied with ``--apply_chat_template``), and
+``labels`` the dataset's label column. It reads ``rewards``, ``scores`` and
+``extra_logs`` (logged per key) from the returned dictionary. This contract
+was read from OpenRLHF's source (``SingleTurnAgentExecutor``, main branch);
+OpenRLHF itself was not installed or run with this module. Its single-turn
+executor calls the function with one sample at a time from many threads,
+which :class:`rbr.integrations.batching.BatchingScorer` gathers into shared
+batches.
+
+Use it with the settings file in ``$RBR_REWARD_CONFIG``::
+
+    RBR_REWARD_CONFIG=/path/reward.yaml python -m openrlhf.cli.train_ppo_ray \\
+        --remote_rm_url /path/to/rbr/integrations/openrlhf_reward.py \\
+        --input_key prompt --label_key label --apply_chat_template ...
+
+Labels: what :func:`rbr.integrations.convert.openrlhf_rows` writes, a JSON
+object (as a string or a mapping) with ``messages`` (the prompt as
+``{role, content}`` messages), ``response_type``, ``category`` and optionally
+``base_reward``. A plain string label is a response type name, else a
+category name. Without ``messages`` the prompt string becomes one user
+message, chat template markup included, which LLM graders read less well.
+
+The response is the text of the query after the first occurrence of the
+prompt, with end-of-turn and padding tokens (:data:`DEFAULT_END_TOKENS`, plus
+the JSON list in ``$RBR_END_TOKENS``) and whitespace stripped from its end,
+as ``rbr serve`` does for OpenRLHF's HTTP protocol. Unscored samples get
+their base reward plus ``$RBR_UNSCORED_RBR`` (default 0.0), and
+``$RBR_UNLABELLED`` chooses what happens to samples without a label (see
+:data:`rbr.integrations.scoring.Unlabelled`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rbr.data.types import Message
+from rbr.integrations.convert import (
+    IntegrationError,
+    optional_text,
+    prompt_messages,
+    split_label,
+)
+from rbr.integrations.scoring import (
+    env_unlabelled,
+    env_unscored_rbr,
+    reward_log,
+    shared_scorer,
+    total_or_fallback,
+)
+from rbr.policy.spec import Policy
+from rbr.reward.pipeline import RewardRequest
+from rbr.reward.rule_based import RewardBreakdown
+
+logger = logging.getLogger(__name__)
+
+END_TOKENS_ENV = "RBR_END_TOKENS"
+"""Environment variable with a JSON list of further tokens to strip."""
+
+DEFAULT_END_TOKENS: tuple[str, ...] = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<eos>",
+    "<pad>",
+    "</s>",
+    "<|pad|>",
+)
+"""End-of-turn and padding tokens of common chat templates (ChatML, Llama 3,
+Phi, Gemma, Llama 2 and Mistral), stripped from the end of a response."""
+
+EXTRA_LOG_KEYS: tuple[str, ...] = ("rbr", "base", "rbr_applied", "rbr_unscored")
+"""Keys of ``extra_logs``, the same as ``rbr serve`` returns to OpenRLHF."""
+
+_template_prompt_warned = False
+
+
+def reward_func(
+    queries: Sequence[str],
+    prompts: Sequence[str],
+    labels: Sequence[Any],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Score decoded prompt-and-response strings for OpenRLHF.
+
+    Returns:
+        ``{"rewards": tensor, "scores": tensor, "extra_logs": {...}}`` with
+        float32 tensors of one value per query. ``scores`` repeats
+        ``rewards``. ``extra_logs`` contains ``rbr`` (the RBR term, 0.0
+        without a response type), ``base``, ``rbr_applied`` and
+        ``rbr_unscored``.
+
+    Raises:
+        IntegrationError: On a missing settings file, a query that does not
+            contain its prompt or an unreadable label.
+        RoutingError: When a response type cannot be decided.
+    """
+    import torch
+
+    n = len(queries)
+    if len(prompts) != n or len(labels) != n:
+        raise IntegrationError(
+            f"got {n} queries, {len(prompts)} prompts and {len(labels)} labels; "
+            "OpenRLHF passes one of each per sample"
+        )
+    scorer = shared_scorer(None, env_unlabelled())
+    unscored_rbr = env_unscored_rbr()
+    end_tokens = end_tokens_from_env()
+    policy = scorer.pipeline.policy
+    requests = [
+        _request(queries[i], prompts[i], labels[i], policy, end_tokens, f"sample {i}")
+        for i in range(n)
+    ]
+    breakdowns = scorer.score(requests)
+    rewards = [total_or_fallback(b, unscored_rbr) for b in breakdowns]
+    logs = _extra_logs(breakdowns, rewards)
+    values = torch.tensor(rewards, dtype=torch.float32)
+    return {
+        "rewards": values,
+        "scores": values.clone(),
+        "extra_logs": {
+            key: torch.tensor(column, dtype=torch.float32)
+            for key, column in logs.items()
+        },
+    }
+
+
+def end_tokens_from_env() -> tuple[str, ...]:
+    """Return :data:`DEFAULT_END_TOKENS` plus those in ``$RBR_END_TOKENS``.
+
+    Raises:
+        IntegrationError: When the variable is not a JSON list of strings.
+    """
+    value = os.environ.get(END_TOKENS_ENV, "").strip()
+    if not value:
+        return DEFAULT_END_TOKENS
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, list) or not all(isinstance(s, str) for s in parsed):
+        raise IntegrationError(
+            f'{END_TOKENS_ENV} must be a JSON list of strings such as ["<|eom|>"], '
+            f"got {value!r}"
+        )
+    return DEFAULT_END_TOKENS + tuple(s for s in parsed if s)
+
+
+def response_text(
+    query: str, prompt: str, end_tokens: Sequence[str], where: str
+) -> str:
+    """Return the response in ``query``: the text after the first ``prompt``.
+
+    End tokens and whitespace are stripped from its end, repeatedly.
+
+    Raises:
+        IntegrationError: When ``query`` does not contain ``prompt``.
+    """
+    start = query.find(prompt) if prompt else -1
+    if start < 0:
+        raise IntegrationError(
+            f"{where}: the query does not contain its prompt, so the response "
+            "cannot be cut out; check that the tokenizer decodes the prompt back "
+            "to the same text"
+        )
+    text = query[start + len(prompt) :].strip()
+    stripped = True
+    while stripped:
+        stripped = False
+        for token in end_tokens:
+            if text.endswith(token):
+                text = text[: -len(token)].rstrip()
+                stripped = True
+    return text
+
+
+def _request(
+    query: str,
+    prompt: str,
+    label: Any,
+    policy: Policy,
+    end_tokens: Sequence[str],
+    where: str,
+) -> RewardRequest:
+    fields = _label_fields(label, policy, where)
+    messages = fields.get("messages")
+    if messages is not None:
+        conversation = prompt_messages(messages, where=f"{where}: label messages")
+    else:
+        _warn_template_prompt()
+        conversation = (Message("user", prompt),)
+    base = fields.get("base_reward")
+    return RewardRequest(
+        prompt=conversation,
+        completion=response_text(query, prompt, end_tokens, where),
+        response_type=optional_text(fields.get("response_type")),
+        category=optional_text(fields.get("category")),
+        base_reward=None if base is None else float(base),
+        request_id=where,
+    )
+
+
+def _label_fields(label: Any, policy: Policy, where: str) -> Mapping[str, Any]:
+    if isinstance(label, str) and label.lstrip().startswith("{"):
+        try:
+            label = json.loads(label)
+        except json.JSONDecodeError as error:
+            raise IntegrationError(
+                f"{where}: label looks like JSON but is invalid: {error.msg} at "
+                f"column {error.colno}"
+            ) from None
+    if isinstance(label, Mapping):
+        return label
+    if label is not None and not isinstance(label, str):
+        raise IntegrationError(
+            f"{where}: label must be a JSON object or a response type or category "
+            f"name, got {type(label).__name__}"
+        )
+    text = optional_text(label)
+    if text is None:
+        return {}
+    try:
+        response_type, category = split_label(text, policy)
+    except IntegrationError as error:
+        raise IntegrationError(f"{where}: label: {error}") from None
+    return {"response_type": response_type, "category": category}
+
+
+def _warn_template_prompt() -> None:
+    global _template_prompt_warned
+    if not _template_prompt_warned:
+        _template_prompt_warned = True
+        logger.warning(
+            "labels carry no 'messages', so each prompt string (chat template "
+            "included) is graded as one user message; write labels with "
+            "rbr.integrations.convert.openrlhf_rows to grade the conversation"
+        )
+
+
+def _extra_logs(
+    breakdowns: Sequence[RewardBreakdown], rewards: Sequence[float]
+) -> dict[str, list[float]]:
+    logs: dict[str, list[float]] = {key: [] for key in EXTRA_LOG_KEYS}
+    for breakdown, reward in zip(breakdowns, rewards):
+        for key, value in reward_log(breakdown, reward).items():
+            logs[key].append(value)
+    return logs
