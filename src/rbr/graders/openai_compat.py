@@ -378,7 +378,7 @@ class OpenAICompatibleGrader(Grader):
     def _status_failure(self, response: httpx.Response, url: str) -> _Failure:
         """Classify an error status, raising GraderError when retrying cannot help."""
         status = response.status_code
-        message = _server_message(response)
+        message = server_message(response)
         detail = f"HTTP {status} from {url}: {message}"
         if status == 429:
             wait = parse_retry_after(response.headers.get("retry-after"))
@@ -433,7 +433,7 @@ class OpenAICompatibleGrader(Grader):
         """Nothing to release: each grade call opens and closes its own client."""
 
 
-def _server_message(response: httpx.Response) -> str:
+def server_message(response: httpx.Response) -> str:
     """Return the server's error message from an OpenAI-style error body, shortened."""
     try:
         body = response.json()

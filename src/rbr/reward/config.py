@@ -102,12 +102,46 @@ class RewardSettings(BaseModel):
         return settings.relative_to(path.parent)
 
     def relative_to(self, folder: Path) -> RewardSettings:
-        """Return a copy whose relative file paths are resolved against ``folder``."""
-        weights = self.weights if self.weights.is_absolute() else folder / self.weights
+        """Return a copy whose relative file paths are resolved against ``folder``.
+
+        Covers ``weights``, ``policy`` and the keys of :data:`PATH_KEYS` inside
+        ``grader``, ``classifier`` and ``base_reward``.
+        """
         policy = self.policy
-        if policy is not None and not policy.is_absolute():
-            policy = folder / policy
-        return self.model_copy(update={"weights": weights, "policy": policy})
+        if policy is not None:
+            policy = _resolve(policy, folder)
+        return self.model_copy(
+            update={
+                "weights": _resolve(self.weights, folder),
+                "policy": policy,
+                "grader": _resolve_paths(self.grader, folder),
+                "classifier": _resolve_paths(self.classifier, folder),
+                "base_reward": _resolve_paths(self.base_reward, folder),
+            }
+        )
+
+
+PATH_KEYS = (
+    "artifact_path",
+    "model_path",
+    "tokenizer_path",
+    "cache_path",
+    "few_shot_from",
+)
+"""Option keys whose values are file or folder paths."""
+
+
+def _resolve(path: Path, folder: Path) -> Path:
+    return path if path.is_absolute() else folder / path
+
+
+def _resolve_paths(spec: dict[str, Any], folder: Path) -> dict[str, Any]:
+    resolved = dict(spec)
+    for key in PATH_KEYS:
+        value = resolved.get(key)
+        if isinstance(value, (str, Path)) and str(value):
+            resolved[key] = str(_resolve(Path(value), folder))
+    return resolved
 
 
 def build_pipeline(settings: RewardSettings | dict[str, Any]) -> RewardPipeline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -85,7 +86,7 @@ class RewardPipeline:
         self.base_reward = base_reward
         self.base_normalization = base_normalization
         self.base_scale = float(base_scale)
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     def score(self, requests: Sequence[RewardRequest]) -> list[RewardBreakdown]:
         """Score a batch; one breakdown per request, in order.
@@ -109,8 +110,15 @@ class RewardPipeline:
 
     async def ascore(self, requests: Sequence[RewardRequest]) -> list[RewardBreakdown]:
         """Score in a worker thread, one batch at a time, without blocking the loop."""
-        async with self._lock:
-            return await asyncio.to_thread(self.score, requests)
+        return await asyncio.to_thread(self._score_serially, requests)
+
+    def _score_serially(
+        self, requests: Sequence[RewardRequest]
+    ) -> list[RewardBreakdown]:
+        # A thread lock, unlike an asyncio.Lock, is bound to no event loop, so
+        # callers that start a new loop per step (asyncio.run) can share it.
+        with self._lock:
+            return self.score(requests)
 
     def close(self) -> None:
         """Release the grader and any model the base reward holds."""

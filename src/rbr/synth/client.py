@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from rbr.errors import GraderError
-from rbr.graders.openai_compat import ENV_API_KEY, resolve_connection
+from rbr.graders.openai_compat import ENV_API_KEY, resolve_connection, server_message
 from rbr.graders.ratelimit import (
     RateLimiter,
     RequestLimits,
@@ -277,7 +277,7 @@ class ChatSampler:
     def _status_failure(self, response: httpx.Response, url: str) -> RequestFailure:
         """Classify an error status, raising SynthError when retrying cannot help."""
         status = response.status_code
-        detail = f"HTTP {status} from {url}: {_server_message(response)}"
+        detail = f"HTTP {status} from {url}: {server_message(response)}"
         if status == 429:
             wait = parse_retry_after(response.headers.get("retry-after"))
             return RequestFailure("rate_limited", detail, True, wait)
@@ -320,14 +320,3 @@ class ChatSampler:
         return ChatReply(
             content, finish_reason if isinstance(finish_reason, str) else None
         )
-
-
-def _server_message(response: httpx.Response) -> str:
-    """Return the error message of an OpenAI-style error body, shortened."""
-    try:
-        body = response.json()
-        message = body["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text
-    text = message if isinstance(message, str) else json.dumps(message)
-    return text.strip()[:500] or response.reason_phrase
