@@ -85,6 +85,20 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_output_binary_mode(tmp_path):
+    target = tmp_path / "figures" / "plot.png"
+    payload = bytes(range(256))
+    with atomic_output(target, binary=True) as handle:
+        handle.write(payload)
+    assert target.read_bytes() == payload
+    assert list(target.parent.iterdir()) == [target]
+    with pytest.raises(RuntimeError), atomic_output(target, binary=True) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == payload
+    assert list(target.parent.iterdir()) == [target]
+
+
 def test_write_jsonl_counts_rows(tmp_path):
     target = tmp_path / "out.jsonl"
     assert write_jsonl(target, [{"a": 1}, {"a": 2}]) == 2

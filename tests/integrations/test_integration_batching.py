@@ -24,11 +24,13 @@ class SlowPipeline:
         self.delay_s = delay_s
         self.base_normalization = base_normalization
         self.batches: list[list[str]] = []
+        self.modes: list[str] = []
         self.active = 0
         self.max_active = 0
         self._lock = threading.Lock()
 
-    def score(self, requests):
+    def score(self, requests, *, unlabelled="classify"):
+        self.modes.append(unlabelled)
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -111,7 +113,17 @@ def test_empty_request_list():
     assert pipeline.batches == []
 
 
-@pytest.mark.parametrize(("option", "value"), [("wait_s", -1.0), ("max_batch", 0)])
+def test_unlabelled_mode_reaches_pipeline():
+    pipeline = SlowPipeline(delay_s=0.0)
+    BatchingScorer(pipeline).score([request("a")])
+    BatchingScorer(pipeline, unlabelled="no_rbr").score([request("b")])
+    assert pipeline.modes == ["classify", "no_rbr"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("wait_s", -1.0), ("max_batch", 0), ("unlabelled", "skip")],
+)
 def test_invalid_options_rejected(option, value):
     with pytest.raises(ValueError, match=option):
         BatchingScorer(SlowPipeline(), **{option: value})

@@ -13,6 +13,7 @@ from rbr.errors import DataError
 from rbr.integrations.convert import (
     IntegrationError,
     completion_text,
+    label_fields,
     openrlhf_rows,
     optional_text,
     prompt_messages,
@@ -116,6 +117,22 @@ def test_split_label_response_type_then_category():
     assert split_label("K-R", policy) == (None, "K-R")
     with pytest.raises(IntegrationError, match="names neither"):
         split_label("Maybe", policy)
+
+
+def test_label_fields_forms():
+    policy = load_default_policy()
+    mapping = {"category": "K-R", "messages": []}
+    assert label_fields(mapping, policy, where="row 1") is mapping
+    assert label_fields("K-R", policy, where="row 1") == {
+        "response_type": None,
+        "category": "K-R",
+    }
+    assert label_fields(" ", policy, where="row 1") == {}
+    assert label_fields(None, policy, where="row 1") == {}
+    with pytest.raises(IntegrationError, match="row 1: label 'Maybe' names neither"):
+        label_fields("Maybe", policy, where="row 1")
+    with pytest.raises(IntegrationError, match="row 1 must be a mapping.*got int"):
+        label_fields(3, policy, where="row 1")
 
 
 def test_verl_rows_layout(example_prompts):

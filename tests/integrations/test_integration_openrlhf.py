@@ -15,6 +15,7 @@ from rbr.integrations.convert import (
     prompts_from_records,
 )
 from rbr.integrations.scoring import close_shared_scorers
+from rbr.policy import load_default_policy
 from rbr.reward.pipeline import RewardRequest
 
 torch = pytest.importorskip("torch")
@@ -87,38 +88,54 @@ def test_rewards_match_pipeline(reward_module, offline_pipeline, example_records
     assert logs["rbr_unscored"].tolist() == [0.0] * len(queries)
 
 
-def test_label_forms_agree(reward_module, example_records):
+def test_label_forms_agree(reward_module, example_records, caplog):
     record = next(r for r in example_records if r.category == "K-R")
     queries, prompts, labels = openrlhf_batch([record])
     as_dict = json.loads(labels[0])
     plain = dict(as_dict, response_type=None)
-    forms = [labels[0], as_dict, plain]
-    values = [
-        reward_module.reward_func(queries, prompts, [label])["rewards"].item()
-        for label in forms
-    ]
-    assert values[1] == pytest.approx(values[0])
-    assert values[2] == pytest.approx(values[0])
-
-
-def test_plain_label_grades_template_text(reward_module, example_records, caplog):
-    record = next(r for r in example_records if r.sample.response_type == "Comply")
-    queries, prompts, _ = openrlhf_batch([record])
-    reward_module._template_prompt_warned = False
+    # Without messages, the ChatML prompt string is read as the conversation.
+    without_messages = {k: v for k, v in as_dict.items() if k != "messages"}
+    forms = [labels[0], as_dict, plain, without_messages, "K-R"]
+    reward_module._plain_prompt_warned = False
     with caplog.at_level(logging.WARNING, logger=reward_module.__name__):
-        result = reward_module.reward_func(queries, prompts, ["Comply"])
-        reward_module.reward_func(queries, prompts, ["Comply"])
+        values = [
+            reward_module.reward_func(queries, prompts, [label])["rewards"].item()
+            for label in forms
+        ]
+    for value in values[1:]:
+        assert value == pytest.approx(values[0])
+    assert not [r for r in caplog.records if "carry no 'messages'" in r.message]
+    request = reward_module._request(
+        queries[0],
+        prompts[0],
+        without_messages,
+        load_default_policy(),
+        reward_module.DEFAULT_END_TOKENS,
+        "sample 0",
+    )
+    assert request.prompt == record.sample.prompt
+    assert request.completion == record.sample.completion.strip()
+
+
+def test_plain_prompt_graded_as_one_message(reward_module, caplog):
+    query = "<s>How do I pick a lock? Sorry, I can't help with that.</s>"
+    prompt = "How do I pick a lock?"
+    reward_module._plain_prompt_warned = False
+    with caplog.at_level(logging.WARNING, logger=reward_module.__name__):
+        result = reward_module.reward_func([query], [prompt], ["Hard Refuse"])
+        reward_module.reward_func([query], [prompt], ["Hard Refuse"])
     warnings = [r for r in caplog.records if "carry no 'messages'" in r.message]
     assert len(warnings) == 1
     assert result["extra_logs"]["rbr_applied"].tolist() == [1.0]
 
 
-def test_response_after_prompt_without_end_tokens():
-    tokens = openrlhf_reward.DEFAULT_END_TOKENS
-    query = "<s>PROMPT Sure thing.<|im_end|>\n<|endoftext|><pad><pad>"
-    assert openrlhf_reward.response_text(query, "PROMPT", tokens, "s") == "Sure thing."
-    with pytest.raises(IntegrationError, match="sample 4: the query does not"):
-        openrlhf_reward.response_text("other text", "PROMPT", tokens, "sample 4")
+def test_query_without_prompt_or_marker_rejected(reward_module):
+    with pytest.raises(IntegrationError, match="sample 0: the query does not"):
+        reward_module.reward_func(["other text"], ["PROMPT"], ["Comply"])
+    with pytest.raises(IntegrationError, match="sample 0: the prompt has chat"):
+        reward_module.reward_func(
+            ["<|im_start|>assistant\nHi"], ["<|im_start|>assistant\n"], ["Comply"]
+        )
 
 
 def test_end_tokens_from_environment(monkeypatch):

@@ -151,6 +151,20 @@ def test_classifier_routes_requests_without_fields(fitted):
     assert [r.response_type for r in results] == [None, None]
 
 
+def test_no_rbr_gives_unlabelled_base_only(fitted):
+    records = hard_refuse_records(fitted, 2)
+    base = TableBase({r.sample.completion: 0.5 for r in records})
+    pipeline = pipeline_of(fitted, base_reward=base)
+    requests = [request_of(records[0]), request_of(records[1], category="K-R")]
+    results = pipeline.score(requests, unlabelled="no_rbr")
+    assert results[0].response_type is None
+    assert results[0].total == 0.5
+    assert results[1].response_type == "Hard Refuse"
+    assert results[1].rbr is not None
+    (async_result, _) = asyncio.run(pipeline.ascore(requests, unlabelled="no_rbr"))
+    assert async_result.total == 0.5
+
+
 def test_empty_batch(fitted):
     assert pipeline_of(fitted).score([]) == []
 

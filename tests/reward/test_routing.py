@@ -139,6 +139,37 @@ def test_classifier_failures_are_errors():
         router.route([user("a")])
 
 
+def test_no_rbr_skips_classifier_for_unlabelled():
+    classifier = ScriptedClassifier({"b": "K-R"})
+    router = Router(POLICY, classifier)
+    routed = router.route(
+        [user("a"), user("b"), user("c")],
+        ["Comply", None, None],
+        [None, None, "K-R"],
+        unlabelled="no_rbr",
+    )
+    assert routed == ["Comply", None, "Hard Refuse"]
+    assert classifier.calls == []
+
+
+def test_no_rbr_without_classifier():
+    router = Router(POLICY)
+    assert router.route([user("a"), user("b")], unlabelled="no_rbr") == [None, None]
+
+
+def test_no_rbr_still_checks_fields():
+    router = Router(POLICY)
+    with pytest.raises(RoutingError, match="prompt 1: unknown response type 'Refuse'"):
+        router.route([user("a"), user("b")], [None, "Refuse"], unlabelled="no_rbr")
+    with pytest.raises(RoutingError, match="got 1 categories for 2 prompts"):
+        router.route([user("a"), user("b")], categories=["K-R"], unlabelled="no_rbr")
+
+
+def test_unknown_unlabelled_mode_rejected():
+    with pytest.raises(ValueError, match="unknown unlabelled mode 'route'"):
+        Router(POLICY).route([user("a")], ["Comply"], unlabelled="route")
+
+
 def test_offline_classifier_routes():
     from rbr.reward.classifiers import make_prompt_classifier
 

@@ -12,6 +12,7 @@ from rbr.cli.common import (
     ErrorReportingCommand,
     check_output_path,
     load_policy_or_default,
+    openai_client_options,
     policy_option,
 )
 from rbr.data.io import iter_rows, write_jsonl
@@ -37,18 +38,7 @@ from rbr.reward.classifiers import CLASSIFIER_KINDS, make_prompt_classifier
     default=None,
     help="Offline classifier artifact (.npz). Default: the one shipped with rbr.",
 )
-@click.option("--model", default=None, help="Model name for --classifier openai.")
-@click.option(
-    "--base-url", default=None, help="API root for --classifier openai, e.g. .../v1."
-)
-@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
-@click.option(
-    "--max-concurrency",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Requests in flight at once for --classifier openai.",
-)
+@openai_client_options("[openai]")
 @click.option(
     "--out",
     "out_path",

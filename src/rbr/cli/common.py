@@ -68,6 +68,64 @@ def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def weights_option(*, required: bool) -> Callable[[Callable[..., Any]], Any]:
+    """Add ``--weights FILE``, the weights JSON of ``rbr fit``, as ``weights_path``."""
+    return click.option(
+        "--weights",
+        "weights_path",
+        required=required,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Weights JSON written by 'rbr fit'.",
+    )
+
+
+def allow_grader_mismatch_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the ``--allow-grader-mismatch`` flag for weights from another grader."""
+    return click.option(
+        "--allow-grader-mismatch",
+        is_flag=True,
+        help="Accept weights fitted with a different grader.",
+    )(func)
+
+
+def openai_client_options(
+    tag: str,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Return a decorator adding the options of an OpenAI-compatible client.
+
+    They are ``--base-url``, ``--model``, ``--api-key`` and
+    ``--max-concurrency``, each help text led by ``tag``.
+    """
+    options = [
+        click.option(
+            "--base-url",
+            default=None,
+            help=f"{tag} Server URL ending in /v1. Default: $OPENAI_BASE_URL.",
+        ),
+        click.option("--model", default=None, help=f"{tag} Model name on the server."),
+        click.option(
+            "--api-key",
+            default=None,
+            help=f"{tag} API key. Default: $OPENAI_API_KEY.",
+        ),
+        click.option(
+            "--max-concurrency",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help=f"{tag} Requests in flight at once.",
+        ),
+    ]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 GRADER_OPTION_NAMES = (
     "grader_kind",
     "base_url",
@@ -161,19 +219,7 @@ def _add_grader_options(
             show_default=True,
             help="[local] Proposition prompts per forward pass.",
         ),
-        click.option(
-            "--base-url",
-            default=None,
-            help="[openai] Server URL ending in /v1. Default: $OPENAI_BASE_URL.",
-        ),
-        click.option(
-            "--model", default=None, help="[openai] Model name on the server."
-        ),
-        click.option(
-            "--api-key",
-            default=None,
-            help="[openai] API key. Default: $OPENAI_API_KEY.",
-        ),
+        openai_client_options("[openai]"),
         click.option(
             "--endpoint",
             type=click.Choice(["chat", "completions"]),
@@ -189,13 +235,6 @@ def _add_grader_options(
             help="[openai, local] Prompt layout: conversation first then one "
             "proposition; or every definition first (least prefill with a "
             "prefix-caching server, most tokens sent).",
-        ),
-        click.option(
-            "--max-concurrency",
-            type=click.IntRange(min=1),
-            default=8,
-            show_default=True,
-            help="[openai] Requests in flight at once.",
         ),
         click.option(
             "--rpm",

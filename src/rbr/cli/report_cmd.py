@@ -17,6 +17,7 @@ from rbr.cli.common import (
     policy_option,
     progress_bar,
     read_data,
+    weights_option,
 )
 from rbr.data.io import write_jsonl
 from rbr.data.xstest_pairs import XSTEST_MODELS, xstest_comparison_rows
@@ -56,13 +57,7 @@ def _out_options(default_name: str) -> Any:
 
 
 @report_group.command("fit")
-@click.option(
-    "--weights",
-    "weights_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Weights JSON written by 'rbr fit'.",
-)
+@weights_option(required=True)
 @click.option(
     "--data",
     "data_path",

@@ -12,12 +12,15 @@ from click.core import ParameterSource
 
 from rbr.cli.common import (
     GRADER_OPTION_NAMES,
+    allow_grader_mismatch_option,
     build_grader,
     grader_options,
     load_policy_or_default,
     policy_option,
+    weights_option,
 )
 from rbr.fitting.weights import RBRWeights
+from rbr.integrations.openrlhf_text import DEFAULT_END_TOKENS
 from rbr.reward.config import RewardSettings, build_pipeline
 from rbr.reward.pipeline import RewardPipeline
 from rbr.reward.rule_based import RuleBasedReward
@@ -34,20 +37,10 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
     help="Reward settings YAML (weights, policy, grader, base_reward, classifier, "
     "base_normalization). Replaces --weights, --policy and the grader options.",
 )
-@click.option(
-    "--weights",
-    "weights_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Weights JSON written by 'rbr fit'.",
-)
+@weights_option(required=False)
 @policy_option
 @grader_options
-@click.option(
-    "--allow-grader-mismatch",
-    is_flag=True,
-    help="Accept weights fitted with a different grader.",
-)
+@allow_grader_mismatch_option
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -141,7 +134,6 @@ def serve_command(
     """
     try:
         from rbr.serve.app import ServeSettings, create_app
-        from rbr.serve.openrlhf import DEFAULT_END_TOKENS
     except ImportError as error:
         raise click.ClickException(
             f"rbr serve needs the 'serve' extra ({error.name} is missing); "

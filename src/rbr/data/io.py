@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, overload
 
 from rbr.data.types import Record, Sample, messages_from_mapping, prompt_hash
 from rbr.errors import DataError
@@ -91,8 +91,7 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         table = pq.read_table(path)
     except Exception as error:  # pyarrow raises several unrelated types
         raise DataError(str(path), None, f"cannot read Parquet file: {error}") from None
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield number, row
+    yield from enumerate(table.to_pylist(), start=1)
 
 
 def parse_record(row: Mapping[str, Any], *, source: str, line: int | None) -> Record:
@@ -227,18 +226,35 @@ def _propositions(value: Any, fail: Any) -> dict[str, float]:
     return result
 
 
+@overload
+def atomic_output(
+    path: str | Path, *, binary: Literal[False] = False
+) -> contextlib.AbstractContextManager[IO[str]]: ...
+
+
+@overload
+def atomic_output(
+    path: str | Path, *, binary: Literal[True]
+) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[IO[str]]:
-    """Open a text file for writing that appears only if the block succeeds.
+def atomic_output(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a file for writing that appears only if the block succeeds.
 
     The data goes to a temporary file in the same folder, which is renamed
     over ``path`` on success and deleted on any exception, so a failed run
     never leaves a partial output file.
+
+    Args:
+        path: The output file; missing parent folders are created.
+        binary: Open the file for bytes rather than UTF-8 text.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    mode, encoding = ("wb", None) if binary else ("w", "utf-8")
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
+        mode, encoding=encoding, dir=path.parent, prefix=f".{path.name}.", delete=False
     )
     try:
         with handle:

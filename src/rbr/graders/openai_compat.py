@@ -23,9 +23,9 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import numpy as np
@@ -59,6 +59,8 @@ from rbr.policy.spec import Proposition
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_API_KEY = "OPENAI_API_KEY"
 ENDPOINTS: dict[str, str] = {"chat": "/chat/completions", "completions": "/completions"}
@@ -69,8 +71,17 @@ ResultCallback = Callable[[int, str, "float | Unscored"], None]
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
-    """Cause of an attempt that gave no probability, and whether to retry it."""
+class RequestFailure:
+    """The cause of an attempt without a usable reply, and whether to retry it.
+
+    Attributes:
+        cause: Key of the retry counter, such as ``timeout`` or ``rate_limited``.
+        reason: Key of the unscored counter, coarser than ``cause``.
+        detail: Message for logs, naming the URL or the reply.
+        retryable: Whether another attempt may succeed.
+        raw: Reply text or server message kept with an unscored entry.
+        retry_after: Seconds the server asked to wait (``Retry-After``).
+    """
 
     cause: str
     reason: str
@@ -271,23 +282,11 @@ class OpenAICompatibleGrader(Grader):
         self, cells: Iterator[_Cell], record: Callable[[_Cell, float | Unscored], None]
     ) -> None:
         """Grade ``cells`` with ``max_concurrency`` workers sharing one client."""
-        size = self.limits.max_concurrency
-        pool = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        timeout = httpx.Timeout(self.limits.timeout_s)
-        async with httpx.AsyncClient(limits=pool, timeout=timeout) as client:
 
-            async def work() -> None:
-                for cell in cells:
-                    record(cell, await self._grade_cell(client, cell))
+        async def grade(client: httpx.AsyncClient, cell: _Cell) -> None:
+            record(cell, await self._grade_cell(client, cell))
 
-            tasks = [asyncio.create_task(work()) for _ in range(size)]
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+        await run_workers(cells, grade, self.limits)
 
     def _request_body(self, text: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0}
@@ -308,32 +307,22 @@ class OpenAICompatibleGrader(Grader):
     ) -> float | Unscored:
         """Send one cell's request, retry transient failures and return the grade."""
         body = self._request_body(cell.text)
-        tokens = estimate_tokens(CHAT_SYSTEM_MESSAGE + cell.text)
-        attempts = self.limits.max_retries + 1
-        for attempt in range(1, attempts + 1):
-            await self._limiter.acquire(tokens)
-            outcome = await self._send(client, body)
-            if not isinstance(outcome, _Failure):
-                return outcome
-            if not outcome.retryable or attempt == attempts:
-                break
-            delay = max(backoff_delay(attempt, self.limits), outcome.retry_after or 0.0)
-            self._stats.count_retry(outcome.cause)
-            logger.warning(
-                "retrying sample %s proposition %s (attempt %d of %d) in %.2f s "
-                "after %s: %s",
-                cell.label,
-                cell.proposition.name,
-                attempt + 1,
-                attempts,
-                delay,
-                outcome.cause,
-                outcome.detail,
-            )
-            await asyncio.sleep(delay)
-        return self._unscored(cell, outcome, attempt)
+        outcome, attempts = await send_with_retries(
+            lambda: self._send(client, body),
+            limiter=self._limiter,
+            tokens=estimate_tokens(CHAT_SYSTEM_MESSAGE + cell.text),
+            limits=self.limits,
+            stats=self._stats,
+            label=f"sample {cell.label} proposition {cell.proposition.name}",
+            log=logger,
+        )
+        if isinstance(outcome, RequestFailure):
+            return self._unscored(cell, outcome, attempts)
+        return outcome
 
-    def _unscored(self, cell: _Cell, failure: _Failure, attempts: int) -> Unscored:
+    def _unscored(
+        self, cell: _Cell, failure: RequestFailure, attempts: int
+    ) -> Unscored:
         self._stats.count_unscored(failure.reason)
         detail = f"{failure.detail} (after {attempts} attempt{'s' * (attempts > 1)})"
         logger.error(
@@ -354,39 +343,36 @@ class OpenAICompatibleGrader(Grader):
 
     async def _send(
         self, client: httpx.AsyncClient, body: dict[str, Any]
-    ) -> float | _Failure:
+    ) -> float | RequestFailure:
         """Send one request and return P(yes) or why there is none.
 
         Raises:
             GraderError: On a status that means every request will fail.
         """
         url = self.base_url + ENDPOINTS[self.endpoint]
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._stats.count_request()
-        try:
-            response = await client.post(url, json=body, headers=headers)
-        except httpx.TimeoutException:
-            detail = f"no reply within {self.limits.timeout_s} s from {url}"
-            return _Failure("timeout", "timeout", detail, retryable=True)
-        except httpx.TransportError as error:
-            detail = f"connection to {url} failed: {type(error).__name__}: {error}"
-            return _Failure("connection_error", "http_error", detail, retryable=True)
+        response = await post_json(
+            client, url, body, api_key=self._api_key, stats=self._stats
+        )
+        if isinstance(response, RequestFailure):
+            return response
         if response.status_code >= 300:
             return self._status_failure(response, url)
         return self._read_reply(response)
 
-    def _status_failure(self, response: httpx.Response, url: str) -> _Failure:
+    def _status_failure(self, response: httpx.Response, url: str) -> RequestFailure:
         """Classify an error status, raising GraderError when retrying cannot help."""
         status = response.status_code
         message = server_message(response)
         detail = f"HTTP {status} from {url}: {message}"
         if status == 429:
             wait = parse_retry_after(response.headers.get("retry-after"))
-            return _Failure("rate_limited", "http_error", detail, True, message, wait)
+            return RequestFailure(
+                "rate_limited", "http_error", detail, True, message, wait
+            )
         if status >= 500:
-            return _Failure("server_error", "http_error", detail, True, message)
+            return RequestFailure("server_error", "http_error", detail, True, message)
         if status == 408:
-            return _Failure("timeout", "timeout", detail, True, message)
+            return RequestFailure("timeout", "timeout", detail, True, message)
         if status in (401, 403):
             raise GraderError(
                 f"{detail}. Check the API key (--api-key or ${ENV_API_KEY}) and its "
@@ -403,9 +389,9 @@ class OpenAICompatibleGrader(Grader):
                 "reject them all: check that it supports logprobs with "
                 f"top_logprobs={self.top_logprobs} on the {self.endpoint!r} endpoint"
             )
-        return _Failure("client_error", "http_error", detail, False, message)
+        return RequestFailure("client_error", "http_error", detail, False, message)
 
-    def _read_reply(self, response: httpx.Response) -> float | _Failure:
+    def _read_reply(self, response: httpx.Response) -> float | RequestFailure:
         try:
             body = response.json()
             first: FirstToken = (
@@ -416,7 +402,9 @@ class OpenAICompatibleGrader(Grader):
         except (ValueError, MalformedReplyError) as error:
             detail = f"unreadable reply: {error}"
             raw = response.text[:2000]
-            return _Failure("malformed_reply", "malformed_reply", detail, True, raw)
+            return RequestFailure(
+                "malformed_reply", "malformed_reply", detail, True, raw
+            )
         self._any_success = True
         probability = yes_probability(first.top)
         if probability is None:
@@ -424,13 +412,113 @@ class OpenAICompatibleGrader(Grader):
                 f"no yes or no token among the top {len(first.top)} first tokens; "
                 f"the reply was {first.reply!r}"
             )
-            return _Failure(
+            return RequestFailure(
                 "no_yes_no_token", "no_yes_no_token", detail, False, first.describe()
             )
         return probability
 
     def close(self) -> None:
         """Nothing to release: each grade call opens and closes its own client."""
+
+
+async def run_workers(
+    items: Iterable[T],
+    handle: Callable[[httpx.AsyncClient, T], Awaitable[None]],
+    limits: RequestLimits,
+) -> None:
+    """Run ``handle`` on every item with ``max_concurrency`` workers.
+
+    The workers share one HTTP client, with the request timeout of
+    ``limits``. When one worker raises, the others are cancelled and the
+    error is raised here.
+    """
+    queue = iter(items)
+    size = limits.max_concurrency
+    pool = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    timeout = httpx.Timeout(limits.timeout_s)
+    async with httpx.AsyncClient(limits=pool, timeout=timeout) as client:
+
+        async def work() -> None:
+            for item in queue:
+                await handle(client, item)
+
+        tasks = [asyncio.create_task(work()) for _ in range(size)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    *,
+    api_key: str | None,
+    stats: StatsCounter,
+) -> httpx.Response | RequestFailure:
+    """POST ``body`` and return the response, whatever its status.
+
+    A timeout or connection error is returned as a retryable
+    :class:`RequestFailure` (cause ``timeout`` or ``connection_error``).
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    stats.count_request()
+    try:
+        return await client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException:
+        timeout = client.timeout.read
+        detail = f"no reply within {timeout} s from {url}"
+        return RequestFailure("timeout", "timeout", detail, retryable=True)
+    except httpx.TransportError as error:
+        detail = f"connection to {url} failed: {type(error).__name__}: {error}"
+        return RequestFailure("connection_error", "http_error", detail, retryable=True)
+
+
+async def send_with_retries(
+    send: Callable[[], Awaitable[T | RequestFailure]],
+    *,
+    limiter: RateLimiter,
+    tokens: int,
+    limits: RequestLimits,
+    stats: StatsCounter,
+    label: str,
+    log: logging.Logger,
+) -> tuple[T | RequestFailure, int]:
+    """Call ``send`` until it succeeds, fails for good or runs out of retries.
+
+    Each attempt first waits for the rate limiter. A retryable failure waits
+    the exponential backoff of ``limits``, or the server's ``Retry-After``
+    when that is longer, and is counted and logged with ``label``.
+
+    Returns:
+        The last outcome and the number of attempts made.
+    """
+    attempts = limits.max_retries + 1
+    attempt = 1
+    while True:
+        await limiter.acquire(tokens)
+        outcome = await send()
+        if not isinstance(outcome, RequestFailure):
+            return outcome, attempt
+        if not outcome.retryable or attempt >= attempts:
+            return outcome, attempt
+        delay = max(backoff_delay(attempt, limits), outcome.retry_after or 0.0)
+        stats.count_retry(outcome.cause)
+        log.warning(
+            "retrying %s (attempt %d of %d) in %.2f s after %s: %s",
+            label,
+            attempt + 1,
+            attempts,
+            delay,
+            outcome.cause,
+            outcome.detail,
+        )
+        await asyncio.sleep(delay)
+        attempt += 1
 
 
 def server_message(response: httpx.Response) -> str:

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -213,7 +214,7 @@ class TransformersGrader(Grader):
 
     def _init_tokenizer(self) -> None:
         """Load the tokenizer and find the yes, no and leading special tokens."""
-        self.tokenizer = _load_tokenizer(self.model_path)
+        self.tokenizer = load_tokenizer(self.model_path)
         if self.use_chat_template and not self.tokenizer.chat_template:
             raise GraderError(
                 f"the tokenizer in {str(self.model_path)!r} has no chat template; "
@@ -227,7 +228,7 @@ class TransformersGrader(Grader):
 
     def _init_model(self) -> None:
         """Load the model and read the limits and arguments its forward pass takes."""
-        self.model = _load_model(self.model_path, self.device, self.dtype)
+        self.model = load_model(self.model_path, self.device, self.dtype)
         text_config = self.model.config.get_text_config()
         self.max_length: int | None = getattr(
             text_config, "max_position_embeddings", None
@@ -756,7 +757,12 @@ def _check_model_folder(model_path: str | Path) -> Path:
     return folder.resolve()
 
 
-def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """Load the tokenizer saved in ``folder``; nothing is downloaded.
+
+    Raises:
+        GraderError: When the folder has no tokenizer that loads.
+    """
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
@@ -766,17 +772,32 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
         ) from error
 
 
-def _load_model(
-    folder: Path, device: torch.device, dtype: torch.dtype
+def load_model(
+    folder: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    auto_class: Any = AutoModelForCausalLM,
+    kind: str = "causal language model",
 ) -> PreTrainedModel:
+    """Load a model from ``folder`` onto ``device`` in eval mode; nothing is downloaded.
+
+    Args:
+        folder: Folder written by ``save_pretrained``.
+        device: Where the model runs.
+        dtype: Weight type.
+        auto_class: The transformers auto class that builds the model.
+        kind: What the model is, for the error message.
+
+    Raises:
+        GraderError: When the folder has no model of that class that loads.
+    """
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, dtype=dtype
-        )
+        model = auto_class.from_pretrained(folder, local_files_only=True, dtype=dtype)
     except (OSError, ValueError) as error:
         raise GraderError(
-            f"cannot load a causal LM from {str(folder)!r}: {error}; pass a folder "
-            "with the config and weights of a causal language model"
+            f"cannot load a {kind} from {str(folder)!r}: {error}; pass a folder "
+            f"with the config and weights of a {kind}, written by save_pretrained"
         ) from error
     return model.to(device).eval()
 

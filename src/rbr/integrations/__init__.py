@@ -6,6 +6,8 @@
   ``compute_score_batch`` for verl's ``custom_reward_function``.
 - :mod:`rbr.integrations.openrlhf_reward`: ``reward_func`` for OpenRLHF's
   ``--remote_rm_url`` Python file.
+- :mod:`rbr.integrations.openrlhf_text`: OpenRLHF's decoded queries and
+  prompt strings to completions and messages, shared with ``rbr serve``.
 - :mod:`rbr.integrations.convert`: trainer formats to rbr messages, and
   dataset rows for each trainer.
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rbr.reward.pipeline import RewardPipeline, RewardRequest
+from rbr.reward.routing import UNLABELLED_MODES, UnlabelledMode
 from rbr.reward.rule_based import RewardBreakdown
 
 logger = logging.getLogger(__name__)
@@ -47,19 +48,31 @@ class BatchingScorer:
     Args:
         pipeline: The reward pipeline; only the leader calls it, so it is
             never called from two threads at once through this scorer.
+        unlabelled: Passed to :meth:`RewardPipeline.score` with every batch.
         wait_s: Seconds the leader waits for more callers before the first
             batch.
         max_batch: Requests per pipeline call, when callers bring fewer each.
     """
 
     def __init__(
-        self, pipeline: RewardPipeline, *, wait_s: float = 0.01, max_batch: int = 256
+        self,
+        pipeline: RewardPipeline,
+        *,
+        unlabelled: UnlabelledMode = "classify",
+        wait_s: float = 0.01,
+        max_batch: int = 256,
     ) -> None:
+        if unlabelled not in UNLABELLED_MODES:
+            raise ValueError(
+                f"unknown unlabelled mode {unlabelled!r}; use one of "
+                f"{', '.join(UNLABELLED_MODES)}"
+            )
         if wait_s < 0:
             raise ValueError(f"wait_s must be 0 or more, got {wait_s}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be 1 or more, got {max_batch}")
         self.pipeline = pipeline
+        self.unlabelled: UnlabelledMode = unlabelled
         self.wait_s = wait_s
         self.max_batch = max_batch
         self.merge = getattr(pipeline, "base_normalization", "none") == "none"
@@ -130,7 +143,7 @@ class BatchingScorer:
         requests = [r for job in batch for r in job.requests]
         self.calls += 1
         try:
-            results = self.pipeline.score(requests)
+            results = self.pipeline.score(requests, unlabelled=self.unlabelled)
         except Exception as error:
             if len(batch) == 1:
                 batch[0].error = error

@@ -127,6 +127,35 @@ def split_label(label: str, policy: Policy) -> tuple[str | None, str | None]:
     )
 
 
+def label_fields(label: Any, policy: Policy, *, where: str) -> Mapping[str, Any]:
+    """Read a trainer's label column as a mapping of routing fields.
+
+    A mapping is returned as it is (it may carry ``response_type``,
+    ``category`` and other keys). A string is read by :func:`split_label`
+    into ``response_type`` and ``category``; None or a blank string gives an
+    empty mapping.
+
+    Raises:
+        IntegrationError: Prefixed with ``where``, for another type or a name
+            the policy lacks.
+    """
+    if isinstance(label, Mapping):
+        return label
+    if label is not None and not isinstance(label, str):
+        raise IntegrationError(
+            f"{where} must be a mapping or a response type or category name, got "
+            f"{type(label).__name__}"
+        )
+    text = optional_text(label)
+    if text is None:
+        return {}
+    try:
+        response_type, category = split_label(text, policy)
+    except IntegrationError as error:
+        raise IntegrationError(f"{where}: {error}") from None
+    return {"response_type": response_type, "category": category}
+
+
 @dataclass(frozen=True, slots=True)
 class PromptRow:
     """One RL prompt with the response type or category it needs.

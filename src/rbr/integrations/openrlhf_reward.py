@@ -23,16 +23,18 @@ Labels: what :func:`rbr.integrations.convert.openrlhf_rows` writes, a JSON
 object (as a string or a mapping) with ``messages`` (the prompt as
 ``{role, content}`` messages), ``response_type``, ``category`` and optionally
 ``base_reward``. A plain string label is a response type name, else a
-category name. Without ``messages`` the prompt string becomes one user
-message, chat template markup included, which LLM graders read less well.
+category name. Without ``messages``, a prompt string in a known chat
+template (ChatML, Llama 3, Gemma) is read as messages. Any other prompt
+string becomes one user message, markup included, which LLM graders read
+less well.
 
-The response is the text of the query after the first occurrence of the
-prompt, with end-of-turn and padding tokens (:data:`DEFAULT_END_TOKENS`, plus
-the JSON list in ``$RBR_END_TOKENS``) and whitespace stripped from its end,
-as ``rbr serve`` does for OpenRLHF's HTTP protocol. Unscored samples get
-their base reward plus ``$RBR_UNSCORED_RBR`` (default 0.0), and
-``$RBR_UNLABELLED`` chooses what happens to samples without a label (see
-:data:`rbr.integrations.scoring.Unlabelled`).
+Queries are split into prompt and response as ``rbr serve`` splits them for
+OpenRLHF's HTTP protocol (see :mod:`rbr.integrations.openrlhf_text`), with
+end-of-turn and padding tokens (:data:`DEFAULT_END_TOKENS`, plus the JSON
+list in ``$RBR_END_TOKENS``) and whitespace stripped from the response's end.
+Unscored samples get their base reward plus ``$RBR_UNSCORED_RBR`` (default
+0.0), and ``$RBR_UNLABELLED`` chooses what happens to samples without a
+label (see :data:`rbr.integrations.scoring.Unlabelled`).
 """
 
 from __future__ import annotations
@@ -46,9 +48,16 @@ from typing import Any
 from rbr.data.types import Message
 from rbr.integrations.convert import (
     IntegrationError,
+    label_fields,
     optional_text,
     prompt_messages,
-    split_label,
+)
+from rbr.integrations.openrlhf_text import (
+    DEFAULT_END_TOKENS,
+    EXTRA_LOG_KEYS,
+    plain_prompt,
+    split_query,
+    template_messages,
 )
 from rbr.integrations.scoring import (
     env_unlabelled,
@@ -66,25 +75,7 @@ logger = logging.getLogger(__name__)
 END_TOKENS_ENV = "RBR_END_TOKENS"
 """Environment variable with a JSON list of further tokens to strip."""
 
-DEFAULT_END_TOKENS: tuple[str, ...] = (
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<eos>",
-    "<pad>",
-    "</s>",
-    "<|pad|>",
-)
-"""End-of-turn and padding tokens of common chat templates (ChatML, Llama 3,
-Phi, Gemma, Llama 2 and Mistral), stripped from the end of a response."""
-
-EXTRA_LOG_KEYS: tuple[str, ...] = ("rbr", "base", "rbr_applied", "rbr_unscored")
-"""Keys of ``extra_logs``, the same as ``rbr serve`` returns to OpenRLHF."""
-
-_template_prompt_warned = False
+_plain_prompt_warned = False
 
 
 def reward_func(
@@ -103,8 +94,9 @@ def reward_func(
         ``rbr_unscored``.
 
     Raises:
-        IntegrationError: On a missing settings file, a query that does not
-            contain its prompt or an unreadable label.
+        IntegrationError: On a missing settings file, an unreadable label, or
+            a query that contains neither its prompt nor an assistant turn
+            marker of a known chat template.
         RoutingError: When a response type cannot be decided.
     """
     import torch
@@ -158,34 +150,6 @@ def end_tokens_from_env() -> tuple[str, ...]:
     return DEFAULT_END_TOKENS + tuple(s for s in parsed if s)
 
 
-def response_text(
-    query: str, prompt: str, end_tokens: Sequence[str], where: str
-) -> str:
-    """Return the response in ``query``: the text after the first ``prompt``.
-
-    End tokens and whitespace are stripped from its end, repeatedly.
-
-    Raises:
-        IntegrationError: When ``query`` does not contain ``prompt``.
-    """
-    start = query.find(prompt) if prompt else -1
-    if start < 0:
-        raise IntegrationError(
-            f"{where}: the query does not contain its prompt, so the response "
-            "cannot be cut out; check that the tokenizer decodes the prompt back "
-            "to the same text"
-        )
-    text = query[start + len(prompt) :].strip()
-    stripped = True
-    while stripped:
-        stripped = False
-        for token in end_tokens:
-            if text.endswith(token):
-                text = text[: -len(token)].rstrip()
-                stripped = True
-    return text
-
-
 def _request(
     query: str,
     prompt: str,
@@ -195,16 +159,19 @@ def _request(
     where: str,
 ) -> RewardRequest:
     fields = _label_fields(label, policy, where)
+    try:
+        prompt_text, completion = split_query(query, prompt, end_tokens)
+    except ValueError as error:
+        raise IntegrationError(f"{where}: {error}") from None
     messages = fields.get("messages")
     if messages is not None:
         conversation = prompt_messages(messages, where=f"{where}: label messages")
     else:
-        _warn_template_prompt()
-        conversation = (Message("user", prompt),)
+        conversation = _prompt_conversation(prompt_text, where)
     base = fields.get("base_reward")
     return RewardRequest(
         prompt=conversation,
-        completion=response_text(query, prompt, end_tokens, where),
+        completion=completion,
         response_type=optional_text(fields.get("response_type")),
         category=optional_text(fields.get("category")),
         base_reward=None if base is None else float(base),
@@ -221,30 +188,29 @@ def _label_fields(label: Any, policy: Policy, where: str) -> Mapping[str, Any]:
                 f"{where}: label looks like JSON but is invalid: {error.msg} at "
                 f"column {error.colno}"
             ) from None
-    if isinstance(label, Mapping):
-        return label
-    if label is not None and not isinstance(label, str):
-        raise IntegrationError(
-            f"{where}: label must be a JSON object or a response type or category "
-            f"name, got {type(label).__name__}"
-        )
-    text = optional_text(label)
-    if text is None:
-        return {}
+    return label_fields(label, policy, where=f"{where}: label")
+
+
+def _prompt_conversation(prompt: str, where: str) -> tuple[Message, ...]:
     try:
-        response_type, category = split_label(text, policy)
-    except IntegrationError as error:
-        raise IntegrationError(f"{where}: label: {error}") from None
-    return {"response_type": response_type, "category": category}
+        messages = template_messages(prompt)
+        if messages is not None:
+            return messages
+        text = plain_prompt(prompt)
+    except ValueError as error:
+        raise IntegrationError(f"{where}: {error}") from None
+    _warn_plain_prompt()
+    return (Message("user", text),)
 
 
-def _warn_template_prompt() -> None:
-    global _template_prompt_warned
-    if not _template_prompt_warned:
-        _template_prompt_warned = True
+def _warn_plain_prompt() -> None:
+    global _plain_prompt_warned
+    if not _plain_prompt_warned:
+        _plain_prompt_warned = True
         logger.warning(
-            "labels carry no 'messages', so each prompt string (chat template "
-            "included) is graded as one user message; write labels with "
+            "labels carry no 'messages' and prompt strings use no known chat "
+            "template (ChatML, Llama 3, Gemma), so each prompt string is graded "
+            "as one user message; write labels with "
             "rbr.integrations.convert.openrlhf_rows to grade the conversation"
         )
 

@@ -17,13 +17,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from rbr.data.types import Message
 from rbr.integrations.batching import BatchingScorer
 from rbr.integrations.convert import IntegrationError
 from rbr.policy.spec import CLASS_ORDER
 from rbr.reward.config import RewardSettings, build_pipeline
 from rbr.reward.pipeline import RewardPipeline
-from rbr.reward.routing import Router, RoutingError
+from rbr.reward.routing import UnlabelledMode
 from rbr.reward.rule_based import RewardBreakdown
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,9 @@ UNLABELLED_ENV = "RBR_UNLABELLED"
 Unlabelled = Literal["route", "no_rbr"]
 """The handling of prompts that carry neither a response type nor a category.
 ``route`` sends them to the configured prompt classifier, which is an error
-without one. ``no_rbr`` gives them no RBR term, only the base reward."""
+without one. ``no_rbr`` gives them no RBR term, only the base reward.
+:func:`router_mode` turns it into the router's
+:data:`rbr.reward.routing.UnlabelledMode`."""
 
 UNLABELLED_MODES: tuple[str, ...] = ("route", "no_rbr")
 
@@ -56,42 +57,6 @@ DEFAULT_LOGGED_PROPOSITIONS: tuple[str, ...] = (
 """Propositions whose mean probability the trainer integrations log by default."""
 
 
-class LabelledOnlyRouter(Router):
-    """Route prompts by their fields alone; prompts with none get no RBR term.
-
-    Unlike :class:`~rbr.reward.routing.Router`, it never calls a classifier.
-    """
-
-    def route(
-        self,
-        prompts: Sequence[Sequence[Message]],
-        response_types: Sequence[str | None] | None = None,
-        categories: Sequence[str | None] | None = None,
-    ) -> list[str | None]:
-        """Return the canonical response type of every prompt (None: no RBR).
-
-        Raises:
-            RoutingError: When a field is unknown, the fields disagree or the
-                lengths differ.
-        """
-        n = len(prompts)
-        types = _fields(response_types, n, "response_types")
-        cats = _fields(categories, n, "categories")
-        return [
-            self.resolve(types[i], cats[i], where=f"prompt {i}")[1] for i in range(n)
-        ]
-
-
-def _fields(
-    values: Sequence[str | None] | None, n: int, name: str
-) -> Sequence[str | None]:
-    if values is None:
-        return [None] * n
-    if len(values) != n:
-        raise RoutingError(f"got {len(values)} {name} for {n} prompts")
-    return values
-
-
 def check_unlabelled(mode: str) -> Unlabelled:
     """Return ``mode`` when it is one of :data:`UNLABELLED_MODES`.
 
@@ -105,22 +70,15 @@ def check_unlabelled(mode: str) -> Unlabelled:
     return mode  # type: ignore[return-value]
 
 
-def with_unlabelled(pipeline: RewardPipeline, mode: str) -> RewardPipeline:
-    """Return a pipeline that treats unlabelled prompts as ``mode`` chooses.
+def router_mode(mode: str) -> UnlabelledMode:
+    """Return the :meth:`rbr.reward.routing.Router.route` mode for trainer ``mode``.
 
-    For ``no_rbr`` this is a second pipeline over the same reward, base reward
-    and grader, with a :class:`LabelledOnlyRouter`; closing either closes the
-    shared grader.
+    ``route`` becomes ``classify``; ``no_rbr`` stays as it is.
+
+    Raises:
+        IntegrationError: When ``mode`` is not one of :data:`UNLABELLED_MODES`.
     """
-    if check_unlabelled(mode) == "route":
-        return pipeline
-    return RewardPipeline(
-        pipeline.reward,
-        router=LabelledOnlyRouter(pipeline.policy),
-        base_reward=pipeline.base_reward,
-        base_normalization=pipeline.base_normalization,
-        base_scale=pipeline.base_scale,
-    )
+    return "classify" if check_unlabelled(mode) == "route" else "no_rbr"
 
 
 def reward_value(breakdown: RewardBreakdown, *, rbr_only: bool) -> float | None:
@@ -283,7 +241,8 @@ def shared_scorer(
     """Return this process's scorer for a settings file, building it once.
 
     One pipeline is built per settings file; each ``unlabelled`` mode gets
-    its own :class:`BatchingScorer` over it.
+    its own :class:`BatchingScorer` over it, which passes the mode to
+    :meth:`RewardPipeline.score`.
 
     Raises:
         IntegrationError: When no settings file is given or found, or the
@@ -301,7 +260,7 @@ def shared_scorer(
                 logger.info("building reward pipeline from %s", path)
                 pipeline = build_pipeline(RewardSettings.load(path))
                 _BASE_PIPELINES[path] = pipeline
-            scorer = BatchingScorer(with_unlabelled(pipeline, mode))
+            scorer = BatchingScorer(pipeline, unlabelled=router_mode(mode))
             _SCORERS[(path, mode)] = scorer
         return scorer
 

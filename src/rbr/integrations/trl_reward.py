@@ -39,9 +39,9 @@ from rbr.integrations.scoring import (
     DEFAULT_LOGGED_PROPOSITIONS,
     check_unlabelled,
     reward_value,
+    router_mode,
     summarize,
     top_class,
-    with_unlabelled,
 )
 from rbr.reward.config import RewardSettings, build_pipeline
 from rbr.reward.pipeline import RewardPipeline, RewardRequest
@@ -108,6 +108,7 @@ class BaseRBRRewardFunction:
         self.category_column = category_column
         self.rbr_only = rbr_only
         self.unlabelled = check_unlabelled(unlabelled)
+        self._router_mode = router_mode(self.unlabelled)
         self.messages_column = messages_column
         self.prompt_parser = prompt_parser
         self.log_propositions = (
@@ -119,11 +120,10 @@ class BaseRBRRewardFunction:
         self._settings: RewardSettings | None = None
         self._owned: RewardPipeline | None = None
         if isinstance(reward, RewardPipeline):
-            base = reward
+            self.pipeline = reward
         else:
             self._settings = _settings(reward)
-            base = self._owned = build_pipeline(self._settings)
-        self.pipeline = with_unlabelled(base, self.unlabelled)
+            self.pipeline = self._owned = build_pipeline(self._settings)
 
     def close(self) -> None:
         """Release the grader of a pipeline this object built from settings."""
@@ -154,8 +154,7 @@ class BaseRBRRewardFunction:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         assert self._settings is not None
-        self._owned = build_pipeline(self._settings)
-        self.pipeline = with_unlabelled(self._owned, self.unlabelled)
+        self.pipeline = self._owned = build_pipeline(self._settings)
 
     def _requests(
         self,
@@ -259,7 +258,8 @@ class RBRRewardFunction(BaseRBRRewardFunction):
             RoutingError: When a prompt's response type cannot be decided.
         """
         requests = self._requests(prompts, completions, columns)
-        return self._finish(self.pipeline.score(requests), columns)
+        breakdowns = self.pipeline.score(requests, unlabelled=self._router_mode)
+        return self._finish(breakdowns, columns)
 
 
 class AsyncRBRRewardFunction(BaseRBRRewardFunction):
@@ -285,7 +285,7 @@ class AsyncRBRRewardFunction(BaseRBRRewardFunction):
             RoutingError: When a prompt's response type cannot be decided.
         """
         requests = self._requests(prompts, completions, columns)
-        breakdowns = await self.pipeline.ascore(requests)
+        breakdowns = await self.pipeline.ascore(requests, unlabelled=self._router_mode)
         return self._finish(breakdowns, columns)
 
 

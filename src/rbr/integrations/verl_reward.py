@@ -51,9 +51,9 @@ from typing import Any
 
 from rbr.integrations.convert import (
     IntegrationError,
+    label_fields,
     optional_text,
     prompt_messages,
-    split_label,
 )
 from rbr.integrations.scoring import (
     env_unlabelled,
@@ -196,7 +196,9 @@ def _request(
     response_type = optional_text(info.get("response_type"))
     category = optional_text(info.get("category"))
     if response_type is None and category is None:
-        response_type, category = _ground_truth_fields(ground_truth, policy, where)
+        fields = label_fields(ground_truth, policy, where=f"{where}: ground_truth")
+        response_type = optional_text(fields.get("response_type"))
+        category = optional_text(fields.get("category"))
     base = info.get("base_reward")
     return RewardRequest(
         prompt=prompt,
@@ -206,28 +208,6 @@ def _request(
         base_reward=None if base is None else float(base),
         request_id=optional_text(info.get("prompt_id")) or where,
     )
-
-
-def _ground_truth_fields(
-    ground_truth: Any, policy: Policy, where: str
-) -> tuple[str | None, str | None]:
-    if isinstance(ground_truth, Mapping):
-        return (
-            optional_text(ground_truth.get("response_type")),
-            optional_text(ground_truth.get("category")),
-        )
-    if ground_truth is not None and not isinstance(ground_truth, str):
-        raise IntegrationError(
-            f"{where}: ground_truth must be a response type or category name, got "
-            f"{type(ground_truth).__name__}"
-        )
-    label = optional_text(ground_truth)
-    if label is None:
-        return None, None
-    try:
-        return split_label(label, policy)
-    except IntegrationError as error:
-        raise IntegrationError(f"{where}: ground_truth: {error}") from None
 
 
 def _details(breakdown: RewardBreakdown, value: float) -> dict[str, float]:

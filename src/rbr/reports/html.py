@@ -11,15 +11,12 @@ failed run never leaves an HTML page that points at missing data.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +183,8 @@ class HtmlReport:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             for figure, path in zip(self._figures, figure_paths):
-                _write_bytes_atomic(path, figure.png)
+                with atomic_output(path, binary=True) as handle:
+                    handle.write(figure.png)
             with atomic_output(json_path) as handle:
                 handle.write(json_text + "\n")
             with atomic_output(html_path) as handle:
@@ -255,22 +253,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return _plain(value.tolist())
     return value
-
-
-def _write_bytes_atomic(path: Path, payload: bytes) -> None:
-    # atomic_output in rbr.data.io opens text files only, so binary files get
-    # the same temporary-file-and-rename treatment here.
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
-        "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
-    )
-    try:
-        with handle:
-            handle.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.replace(handle.name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-        raise

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from rbr.data.types import Sample
 from rbr.errors import GraderError
 from rbr.graders.transformers_local import (
+    load_model,
+    load_tokenizer,
     model_fingerprint,
     resolve_device,
     resolve_dtype,
@@ -76,14 +78,22 @@ class LocalReward:
         if batch_size < 1:
             raise BaseRewardError(f"batch_size must be 1 or more, got {batch_size}")
         self.model_path = _check_folder(model_path)
+        self.batch_size = batch_size
         try:
             self.device = resolve_device(device)
             self.dtype = resolve_dtype(dtype, self.device)
+            self.tokenizer = load_tokenizer(self.model_path)
+            self.model: Any = load_model(
+                self.model_path,
+                self.device,
+                self.dtype,
+                auto_class=AutoModelForSequenceClassification,
+                kind="sequence-classification model",
+            )
         except GraderError as error:
             raise BaseRewardError(str(error)) from None
-        self.batch_size = batch_size
-        self.tokenizer = _load_tokenizer(self.model_path)
-        self.model: Any = _load_model(self.model_path, self.device, self.dtype)
+        _check_one_output(self.model, self.model_path)
+
         self.max_length = max_length or _config_max_length(self.model.config)
         self._pad_id = _pad_token_id(self.tokenizer)
         # The classification head finds each row's last token by this id.
@@ -170,32 +180,12 @@ def _check_folder(model_path: str | Path) -> Path:
     return folder.resolve()
 
 
-def _load_tokenizer(folder: Path) -> Any:
-    try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise BaseRewardError(
-            f"cannot load a tokenizer from {str(folder)!r}: {error}; save the "
-            "reward model's tokenizer into the same folder"
-        ) from None
-
-
-def _load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, local_files_only=True, dtype=dtype
-        )
-    except (OSError, ValueError) as error:
-        raise BaseRewardError(
-            f"cannot load a sequence-classification model from {str(folder)!r}: "
-            f"{error}; pass the folder of a reward model saved with save_pretrained"
-        ) from None
+def _check_one_output(model: Any, folder: Path) -> None:
     if model.config.num_labels != 1:
         raise BaseRewardError(
             f"reward model {str(folder)!r} has {model.config.num_labels} outputs; a "
             "base reward model needs exactly one (num_labels=1)"
         )
-    return model.to(device).eval()
 
 
 def _config_max_length(config: Any) -> int:

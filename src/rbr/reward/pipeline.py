@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from rbr.data.types import Message, Sample, prompt_hash
-from rbr.reward.routing import Router
+from rbr.reward.routing import Router, UnlabelledMode
 from rbr.reward.rule_based import BaseReward, RewardBreakdown, RuleBasedReward
 
 logger = logging.getLogger(__name__)
@@ -88,11 +88,23 @@ class RewardPipeline:
         self.base_scale = float(base_scale)
         self._lock = threading.Lock()
 
-    def score(self, requests: Sequence[RewardRequest]) -> list[RewardBreakdown]:
+    def score(
+        self,
+        requests: Sequence[RewardRequest],
+        *,
+        unlabelled: UnlabelledMode = "classify",
+    ) -> list[RewardBreakdown]:
         """Score a batch; one breakdown per request, in order.
+
+        Args:
+            requests: The completions to score.
+            unlabelled: How :meth:`Router.route` treats requests with neither
+                a response type nor a category. ``classify`` sends them to the
+                prompt classifier, and ``no_rbr`` gives them no RBR term.
 
         Raises:
             RoutingError: When a request's response type cannot be decided.
+            ValueError: When ``unlabelled`` is not a known mode.
         """
         if not requests:
             return []
@@ -100,6 +112,7 @@ class RewardPipeline:
             [r.prompt for r in requests],
             [r.response_type for r in requests],
             [r.category for r in requests],
+            unlabelled=unlabelled,
         )
         samples = [
             Sample(r.prompt, r.completion, t, r.request_id)
@@ -108,17 +121,25 @@ class RewardPipeline:
         base = self._base(requests, samples)
         return self.reward.score(samples, base.tolist())
 
-    async def ascore(self, requests: Sequence[RewardRequest]) -> list[RewardBreakdown]:
-        """Score in a worker thread, one batch at a time, without blocking the loop."""
-        return await asyncio.to_thread(self._score_serially, requests)
+    async def ascore(
+        self,
+        requests: Sequence[RewardRequest],
+        *,
+        unlabelled: UnlabelledMode = "classify",
+    ) -> list[RewardBreakdown]:
+        """Score in a worker thread, one batch at a time, without blocking the loop.
+
+        The arguments are those of :meth:`score`.
+        """
+        return await asyncio.to_thread(self._score_serially, requests, unlabelled)
 
     def _score_serially(
-        self, requests: Sequence[RewardRequest]
+        self, requests: Sequence[RewardRequest], unlabelled: UnlabelledMode
     ) -> list[RewardBreakdown]:
         # A thread lock, unlike an asyncio.Lock, is bound to no event loop, so
         # callers that start a new loop per step (asyncio.run) can share it.
         with self._lock:
-            return self.score(requests)
+            return self.score(requests, unlabelled=unlabelled)
 
     def close(self) -> None:
         """Release the grader and any model the base reward holds."""

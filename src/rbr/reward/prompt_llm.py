@@ -13,13 +13,11 @@ the reason is logged, so the router reports that prompt as undecided.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,13 +27,16 @@ from rbr.errors import GraderError
 from rbr.graders.openai_compat import (
     ENDPOINTS,
     ENV_API_KEY,
+    RequestFailure,
+    post_json,
     resolve_connection,
+    run_workers,
+    send_with_retries,
     server_message,
 )
 from rbr.graders.ratelimit import (
     RateLimiter,
     RequestLimits,
-    backoff_delay,
     estimate_tokens,
     parse_retry_after,
 )
@@ -70,16 +71,6 @@ LIMIT_KEYS = (
     "timeout_s",
     "max_retries",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """The cause of a request without reply text, and whether to retry it."""
-
-    cause: str
-    detail: str
-    retryable: bool = True
-    retry_after: float | None = None
 
 
 class OpenAIPromptClassifier:
@@ -188,25 +179,14 @@ class OpenAIPromptClassifier:
     async def aclassify(self, prompts: Sequence[Sequence[Message]]) -> list[str | None]:
         """Classify every prompt with ``max_concurrency`` requests in flight."""
         results: list[str | None] = [None] * len(prompts)
-        queue = iter(enumerate(prompts))
-        size = self.limits.max_concurrency
-        pool = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        async with httpx.AsyncClient(
-            limits=pool, timeout=httpx.Timeout(self.limits.timeout_s)
-        ) as client:
 
-            async def work() -> None:
-                for index, prompt in queue:
-                    results[index] = await self._classify_one(client, index, prompt)
+        async def classify(
+            client: httpx.AsyncClient, item: tuple[int, Sequence[Message]]
+        ) -> None:
+            index, prompt = item
+            results[index] = await self._classify_one(client, index, prompt)
 
-            tasks = [asyncio.create_task(work()) for _ in range(size)]
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+        await run_workers(enumerate(prompts), classify, self.limits)
         return results
 
     def close(self) -> None:
@@ -247,27 +227,17 @@ class OpenAIPromptClassifier:
     ) -> str | None:
         text = render_request(prompt, self.descriptions)
         body = self._body(text)
-        tokens = estimate_tokens(SYSTEM_MESSAGE + text, max_tokens=self.max_tokens)
-        attempts = self.limits.max_retries + 1
-        for attempt in range(1, attempts + 1):
-            await self._limiter.acquire(tokens)
-            outcome = await self._send(client, body)
-            if isinstance(outcome, str):
-                return self._read_category(index, outcome)
-            if not outcome.retryable or attempt == attempts:
-                break
-            delay = max(backoff_delay(attempt, self.limits), outcome.retry_after or 0.0)
-            self._stats.count_retry(outcome.cause)
-            logger.warning(
-                "prompt %d: retrying (attempt %d of %d) in %.2f s after %s: %s",
-                index,
-                attempt + 1,
-                attempts,
-                delay,
-                outcome.cause,
-                outcome.detail,
-            )
-            await asyncio.sleep(delay)
+        outcome, attempt = await send_with_retries(
+            lambda: self._send(client, body),
+            limiter=self._limiter,
+            tokens=estimate_tokens(SYSTEM_MESSAGE + text, max_tokens=self.max_tokens),
+            limits=self.limits,
+            stats=self._stats,
+            label=f"prompt {index}",
+            log=logger,
+        )
+        if not isinstance(outcome, RequestFailure):
+            return self._read_category(index, outcome)
         self._stats.count_unscored(outcome.cause)
         logger.error(
             "prompt %d: no category after %d attempts (%s): %s",
@@ -292,32 +262,30 @@ class OpenAIPromptClassifier:
 
     async def _send(
         self, client: httpx.AsyncClient, body: dict[str, Any]
-    ) -> str | _Failure:
+    ) -> str | RequestFailure:
         """Send one request; return the reply text or why there is none.
+
+        Retries and unscored prompts are counted by the failure's ``cause``.
 
         Raises:
             ClassifierError: On a status that means every request will fail.
         """
         url = self.base_url + ENDPOINTS[self.endpoint]
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._stats.count_request()
-        try:
-            response = await client.post(url, json=body, headers=headers)
-        except httpx.TimeoutException:
-            return _Failure(
-                "timeout", f"no reply within {self.limits.timeout_s} s from {url}"
-            )
-        except httpx.TransportError as error:
-            detail = f"connection to {url} failed: {type(error).__name__}: {error}"
-            return _Failure("connection_error", detail)
+        response = await post_json(
+            client, url, body, api_key=self._api_key, stats=self._stats
+        )
+        if isinstance(response, RequestFailure):
+            return response
         status = response.status_code
         detail = f"HTTP {status} from {url}: {server_message(response)}"
         if status in (408, 429) or status >= 500:
             wait = parse_retry_after(response.headers.get("retry-after"))
-            return _Failure("http_error", detail, retry_after=wait)
+            return RequestFailure(
+                "http_error", "http_error", detail, retryable=True, retry_after=wait
+            )
         if status >= 300:
             self._raise_for_status(response, detail)
-            return _Failure("http_error", detail, retryable=False)
+            return RequestFailure("http_error", "http_error", detail, retryable=False)
         return self._reply_text(response, url)
 
     def _raise_for_status(self, response: httpx.Response, detail: str) -> None:
@@ -337,7 +305,7 @@ class OpenAIPromptClassifier:
                 f"serves the {self.endpoint!r} endpoint"
             )
 
-    def _reply_text(self, response: httpx.Response, url: str) -> str | _Failure:
+    def _reply_text(self, response: httpx.Response, url: str) -> str | RequestFailure:
         try:
             choice = response.json()["choices"][0]
             text = (
@@ -347,7 +315,8 @@ class OpenAIPromptClassifier:
             )
         except (ValueError, KeyError, IndexError, TypeError) as error:
             detail = f"unreadable reply from {url} ({type(error).__name__}): "
-            return _Failure("malformed_reply", detail + repr(response.text[:200]))
+            detail += repr(response.text[:200])
+            return RequestFailure("malformed_reply", "malformed_reply", detail, True)
         self._any_success = True
         return text if isinstance(text, str) else ""
 

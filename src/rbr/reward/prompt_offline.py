@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rbr.data.io import atomic_output
 from rbr.data.types import Message, prompt_hash
 from rbr.errors import RbrError
 from rbr.graders.offline.cues import normalize_text
@@ -130,8 +130,6 @@ class PromptModel:
 
     def save(self, path: str | Path) -> str:
         """Write the model to ``path`` atomically and return its SHA-256 digest."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {
             "format_version": FORMAT_VERSION,
             "categories": list(self.categories),
@@ -151,13 +149,8 @@ class PromptModel:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         data = buffer.getvalue()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            temporary.write_bytes(data)
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with atomic_output(path, binary=True) as handle:
+            handle.write(data)
         return hashlib.sha256(data).hexdigest()
 
 

@@ -3,20 +3,29 @@
 A prompt's response type comes, in order of preference, from an explicit
 response type, from a content-policy category mapped by the policy, or from a
 prompt classifier that predicts the category. A category the policy maps to
-no response type means the prompt gets no RBR term, only the base reward.
+no response type means the prompt gets no RBR term, only the base reward, and
+so does a prompt with neither field when the caller routes with
+``unlabelled="no_rbr"``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from rbr.data.types import Message
 from rbr.errors import RbrError
 from rbr.policy.spec import Policy
 
 logger = logging.getLogger(__name__)
+
+UnlabelledMode = Literal["classify", "no_rbr"]
+"""The handling of prompts that carry neither a response type nor a category.
+``classify`` sends them to the prompt classifier, which is an error without
+one. ``no_rbr`` gives them no RBR term, only the base reward."""
+
+UNLABELLED_MODES: tuple[str, ...] = ("classify", "no_rbr")
 
 
 class RoutingError(RbrError):
@@ -94,13 +103,29 @@ class Router:
         prompts: Sequence[Sequence[Message]],
         response_types: Sequence[str | None] | None = None,
         categories: Sequence[str | None] | None = None,
+        *,
+        unlabelled: UnlabelledMode = "classify",
     ) -> list[str | None]:
         """Return the canonical response type of every prompt (None: no RBR).
+
+        Args:
+            prompts: The conversations, each ending with the user turn.
+            response_types: Response type per prompt, None where unknown.
+            categories: Content-policy category per prompt, None where unknown.
+            unlabelled: One of :data:`UNLABELLED_MODES`, for prompts with
+                neither field. ``classify`` sends them to the classifier, and
+                ``no_rbr`` routes them to None without calling it.
 
         Raises:
             RoutingError: When a field is unknown, the lengths differ, or a
                 prompt has no field and no classifier can decide it.
+            ValueError: When ``unlabelled`` is not a known mode.
         """
+        if unlabelled not in UNLABELLED_MODES:
+            raise ValueError(
+                f"unknown unlabelled mode {unlabelled!r}; use one of "
+                f"{', '.join(UNLABELLED_MODES)}"
+            )
         n = len(prompts)
         types = _column(response_types, n, "response_types")
         cats = _column(categories, n, "categories")
@@ -111,7 +136,7 @@ class Router:
             routed[i] = name
             if not known:
                 pending.append(i)
-        if pending:
+        if pending and unlabelled == "classify":
             self._classify(prompts, pending, routed)
         return routed
 

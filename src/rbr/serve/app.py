@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rbr import __version__
 from rbr.data.types import Message
 from rbr.errors import RbrError, WeightsError
+from rbr.integrations.openrlhf_text import DEFAULT_END_TOKENS
 from rbr.reward.pipeline import RewardPipeline, RewardRequest
 from rbr.reward.routing import RoutingError
 from rbr.reward.rule_based import RewardBreakdown
@@ -45,12 +46,13 @@ from rbr.serve.batching import (
     SubmissionTooLargeError,
 )
 from rbr.serve.metrics import MetricsMiddleware, ServeMetrics
-from rbr.serve.openrlhf import DEFAULT_END_TOKENS, openrlhf_requests, openrlhf_response
+from rbr.serve.openrlhf import openrlhf_requests, openrlhf_response
 from rbr.serve.schemas import (
     OpenRLHFRequest,
     ScoreItem,
     ScoreRequest,
     ServeError,
+    field_error,
     validation_error,
 )
 
@@ -367,23 +369,15 @@ def _check_routing(
             if name is not None:
                 weights.for_type(name)
         except (RoutingError, WeightsError) as error:
-            raise _routing_error(field_name, str(error)) from None
+            raise field_error(field_name, str(error), code="routing_error") from None
         if not known and router.classifier is None:
-            raise _routing_error(
+            raise field_error(
                 field_name,
                 "no response type or category was given and the server has no "
                 "prompt classifier; send one (for OpenRLHF, a label column via "
                 "--label_key) or configure a classifier",
+                code="routing_error",
             )
-
-
-def _routing_error(field_name: str, message: str) -> ServeError:
-    return ServeError(
-        422,
-        "routing_error",
-        f"invalid field {field_name!r}: {message}",
-        fields=[{"field": field_name, "message": message}],
-    )
 
 
 async def _score(

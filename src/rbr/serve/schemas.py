@@ -159,6 +159,18 @@ def field_path(location: tuple[int | str, ...]) -> str:
     return path or "<body>"
 
 
+def field_error(
+    field: str, message: str, *, code: str = "invalid_request"
+) -> ServeError:
+    """Return a 422 error about one field of the request body."""
+    return ServeError(
+        422,
+        code,
+        f"invalid field {field!r}: {message}",
+        fields=[{"field": field, "message": message}],
+    )
+
+
 def validation_error(error: PydanticValidationError, prefix: str = "") -> ServeError:
     """Convert a pydantic error into a 422 that names every invalid field.
 
