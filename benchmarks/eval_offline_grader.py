@@ -41,6 +41,7 @@ from sklearn.metrics import roc_auc_score
 
 from rbr.data import Record, read_records
 from rbr.data.external import load_gptfuzz, load_xstest
+from rbr.graders.offline.grader import OfflineGrader
 from rbr.graders.offline.model import OfflineModel
 from rbr.graders.offline.rules import PROPOSITIONS
 from rbr.graders.offline.training import TrainingOptions, View, train_offline_model
@@ -108,9 +109,18 @@ def designs() -> list[Design]:
             False,
         ),
         Design(
+            "views_mean_external_shared",
+            "views_mean + XSTest and GPTFuzz rows on the training side, IDF "
+            "and dense standardization fitted on all rows, external weight 3 "
+            "(the earlier shipped design)",
+            replace(base, feature_statistics="all", external_weight=3.0),
+            True,
+        ),
+        Design(
             "views_mean_external",
-            "views_mean + XSTest and GPTFuzz rows on the training side "
-            "(the shipped design)",
+            "views_mean + XSTest and GPTFuzz rows on the training side, IDF "
+            "and dense standardization fitted on the gold rows, external "
+            "weight 1 (3 for fully_complies; the shipped design)",
             base,
             True,
         ),
@@ -205,18 +215,18 @@ def xstest_transfer(
 
 
 def refusal_scores(model: OfflineModel, test: Sequence[Record]) -> dict[str, float]:
-    """Score the refusal decision ``P(fully_complies) < threshold`` on XSTest rows."""
+    """Score the decision of ``OfflineGrader.is_refusal`` on XSTest rows."""
+    grader = OfflineGrader(model, digest="unsaved")
     column = model.propositions.index("fully_complies")
-    probabilities = model.predict_proba([r.sample for r in test])[:, column]
-    threshold = model.threshold("fully_complies")
-    predicted = probabilities < threshold
+    complies = model.predict_proba([r.sample for r in test])[:, column]
+    predicted = grader.is_refusal([r.sample for r in test])
     actual = np.array([bool(r.extra["refusal"]) for r in test])
     return {
-        "threshold": threshold,
+        "threshold": model.threshold("fully_complies"),
         "accuracy": float((predicted == actual).mean()),
         "refusal_recall": float(predicted[actual].mean()),
         "compliance_recall": float((~predicted[~actual]).mean()),
-        "auc": float(roc_auc_score(actual, -probabilities)),
+        "auc": float(roc_auc_score(actual, -complies)),
         "rows": len(test),
         "refusals": int(actual.sum()),
     }
@@ -235,11 +245,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--skip-xstest", action="store_true")
     parser.add_argument(
-        "--external-weight",
-        type=float,
-        default=TrainingOptions().external_weight,
-        help="weight of each external source relative to the gold rows, "
-        "for the XSTest transfer",
+        "--xstest-design",
+        default="views_mean_external",
+        help="name of the design whose options the XSTest transfer trains with",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -265,8 +273,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             report[design.name]["macro_balanced_accuracy"],  # type: ignore[index]
         )
     if not args.skip_xstest:
-        options = TrainingOptions(external_weight=args.external_weight)
+        options = {d.name: d.options for d in designs()}[args.xstest_design]
         report["xstest_transfer"] = xstest_transfer(gold, sources, options)
+        report["xstest_design"] = args.xstest_design
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

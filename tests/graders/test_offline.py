@@ -19,7 +19,8 @@ from rbr.graders.offline import (
     train_offline_model,
 )
 from rbr.graders.offline.features import Vocabulary, block_terms, prepare
-from rbr.graders.offline.training import View, best_threshold
+from rbr.graders.offline.training import TrainingOptionsError, View, best_threshold
+from rbr.graders.offline.training_data import build_matrix
 from rbr.policy.spec import Proposition
 
 ALL = [Proposition(name=name, instruction=f"Is {name} true?") for name in PROPOSITIONS]
@@ -233,6 +234,48 @@ def test_stacked_model_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         loaded.model.predict_proba([REFUSAL, HELPFUL]), before
     )
+
+
+def test_external_weight_per_proposition() -> None:
+    records = _tiny_records()
+    extra_rows = [i for i, r in enumerate(records) if "source" in r.extra]
+    complies = PROPOSITIONS.index("fully_complies")
+    options = replace(
+        TINY_OPTIONS, external_weight=1.0, external_weights={"fully_complies": 0.03}
+    )
+
+    matrix = build_matrix(records, PROPOSITIONS, options)
+
+    # 32 reference rows label fully_complies: the 2 source rows may weigh
+    # 0.03 * 32 = 0.96 in total, so 0.48 each.
+    np.testing.assert_allclose(matrix.weights[extra_rows, complies], 0.48)
+    reference_rows = [i for i in range(len(records)) if i not in extra_rows]
+    np.testing.assert_allclose(matrix.weights[reference_rows, complies], 1.0)
+
+
+def test_feature_statistics_from_reference_rows() -> None:
+    records = _tiny_records()
+    reference = [r for r in records if "source" not in r.extra]
+
+    by_reference = build_matrix(records, PROPOSITIONS, TINY_OPTIONS)
+    by_all = build_matrix(
+        records, PROPOSITIONS, replace(TINY_OPTIONS, feature_statistics="all")
+    )
+    only_reference = build_matrix(reference, PROPOSITIONS, TINY_OPTIONS)
+
+    np.testing.assert_allclose(by_reference.dense_mean, only_reference.dense_mean)
+    assert not np.allclose(by_all.dense_mean, only_reference.dense_mean)
+    word = by_reference.vocabularies["word"]
+    assert "hello" in word.index
+    assert "hello" not in only_reference.vocabularies["word"].index
+    # "hello" occurs only in a row with a named source: no reference row
+    # contains it, so it gets the largest IDF.
+    assert word.idf[word.index["hello"]] == pytest.approx(word.idf.max())
+
+
+def test_invalid_feature_statistics() -> None:
+    with pytest.raises(TrainingOptionsError, match="feature_statistics"):
+        TrainingOptions(feature_statistics="gold")
 
 
 def test_probability_labels_train(tmp_path: Path) -> None:

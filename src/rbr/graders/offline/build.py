@@ -8,7 +8,7 @@ Usage::
 ``--data`` is a folder laid out as ``rbr-gold/train.jsonl``,
 ``xstest/completions_<model>.csv`` with ``xstest/prompts.csv``, and
 ``gptfuzz/train.csv`` with ``gptfuzz/questions.csv``. Needs the ``train``
-extra. Takes 4 to 15 minutes on 2 cores, depending on other load.
+extra. Takes 3 to 15 minutes on 2 cores, depending on other load.
 """
 
 from __future__ import annotations

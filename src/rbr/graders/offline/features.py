@@ -164,8 +164,9 @@ class Vocabulary:
             documents: Terms of each document.
             min_df: Fewest documents a kept term occurs in.
             max_terms: Largest number of terms kept.
-            only: When given, only these terms are counted and kept. IDF
-                still counts every document.
+            only: When given, only these terms are counted and kept, and
+                with ``min_df`` 0 a term found in no document is kept with
+                the largest IDF. IDF still counts every document.
         """
         document_frequency: Counter[str] = Counter()
         n_documents = 0
@@ -175,6 +176,8 @@ class Vocabulary:
                 distinct &= only
             document_frequency.update(distinct)
             n_documents += 1
+        if only is not None and min_df <= 0:
+            document_frequency.update(dict.fromkeys(only, 0))
         frequent = [(t, df) for t, df in document_frequency.items() if df >= min_df]
         frequent.sort(key=lambda item: (-item[1], item[0]))
         frequent = frequent[:max_terms]

@@ -8,8 +8,11 @@ positive with weight ``p`` plus a negative with weight ``1 - p``.
 Rows whose ``extra["source"]`` names a data source (the external loaders set
 ``xstest`` or ``gptfuzz``) are reweighted so that each source weighs, per
 proposition, at most ``external_weight`` times the rows without a source
-(the hand-labelled gold rows). Classes are then balanced, so a rare
-proposition is not drowned by its negatives.
+(the hand-labelled gold rows), or the proposition's own factor from
+``external_weights``. Classes are then balanced, so a rare proposition is
+not drowned by its negatives. IDF weights and the dense standardization are
+fitted on the rows without a source, so the external rows do not reshape
+the features of the gold propositions.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rbr.data.types import Record
-from rbr.errors import DataError
+from rbr.errors import DataError, GraderError
 from rbr.graders.offline.features import BLOCKS, RESPONSE_TYPES, Vocabulary
 from rbr.graders.offline.model import OfflineModel, Rule
 from rbr.graders.offline.rules import DEFAULT_RULES, PROPOSITIONS, prior_rule
@@ -44,6 +47,13 @@ from rbr.graders.offline.training_data import (
 
 logger = logging.getLogger(__name__)
 
+FEATURE_STATISTICS: tuple[str, ...] = ("reference", "all")
+"""Values of ``TrainingOptions.feature_statistics``."""
+
+
+class TrainingOptionsError(GraderError, ValueError):
+    """A training option of the offline grader has an invalid value."""
+
 
 @dataclass(frozen=True, slots=True)
 class TrainingOptions:
@@ -61,15 +71,23 @@ class TrainingOptions:
         folds: Inner cross-validation folds, grouped by prompt, used for the
             stage-2 inputs and the decision thresholds.
         external_weight: Largest total weight of each named data source per
-            proposition, relative to the rows without a source. 3 lets the
-            XSTest rows (clean refusal labels from several models) outweigh
-            the gold rows for fully_complies, which the refusal decision
-            reads; it was chosen over 1 by the XSTest transfer evaluation.
+            proposition, relative to the rows without a source. At 1 no
+            external source outweighs the gold rows, whose propositions the
+            grader answers.
         min_df: Fewest training documents a term must occur in.
         max_terms: Most terms per sparse block taken from the rows without
             a named source.
         external_vocabulary_fraction: Most terms per sparse block taken from
             each named source, as a fraction of ``max_terms``.
+        feature_statistics: Rows that IDF weights and the dense
+            standardization are fitted on: ``"reference"`` for the rows
+            without a named source (every row when there are none), or
+            ``"all"``.
+        external_weights: ``external_weight`` of single propositions,
+            overriding the default. fully_complies gets 3 because the refusal
+            decision reads it and the XSTest rows are the cleanest refusal
+            labels available (3 was chosen over 1 by the XSTest transfer
+            evaluation).
     """
 
     views: tuple[View, ...] = DEFAULT_VIEWS
@@ -78,9 +96,13 @@ class TrainingOptions:
     stack_c: float = 0.5
     min_positives: int = 10
     folds: int = 5
-    external_weight: float = 3.0
+    external_weight: float = 1.0
     min_df: int = 2
     external_vocabulary_fraction: float = 0.25
+    feature_statistics: str = "reference"
+    external_weights: dict[str, float] = field(
+        default_factory=lambda: {"fully_complies": 3.0}
+    )
     max_terms: dict[str, int] = field(
         default_factory=lambda: {
             "word": 20000,
@@ -89,6 +111,13 @@ class TrainingOptions:
             "opening": 10000,
         }
     )
+
+    def __post_init__(self) -> None:
+        if self.feature_statistics not in FEATURE_STATISTICS:
+            raise TrainingOptionsError(
+                f"feature_statistics is {self.feature_statistics!r}; "
+                f"use one of {', '.join(FEATURE_STATISTICS)}"
+            )
 
 
 def train_offline_model(

@@ -93,6 +93,7 @@ def build_matrix(
     texts = [prepare(r.sample) for r in records]
     terms = [block_terms(t) for t in texts]
     sources = np.array([str(r.extra.get("source", REFERENCE_SOURCE)) for r in records])
+    statistics_rows = _statistics_rows(sources, options.feature_statistics)
     vocabularies = {
         block: fit_vocabulary(
             [t[block] for t in terms],
@@ -100,19 +101,21 @@ def build_matrix(
             min_df=options.min_df,
             max_terms=options.max_terms[block],
             external_fraction=options.external_vocabulary_fraction,
+            idf_rows=statistics_rows,
         )
         for block in BLOCKS
     }
     blocks = {b: _sparse_block(vocabularies[b], [t[b] for t in terms]) for b in BLOCKS}
     dense = np.vstack([dense_row(t) for t in texts])
-    # NOTE: IDF weights and these statistics come from every row, external
-    # ones included. With the default data that lowers the gold accuracy of
-    # propositions the external rows do not even label (judgement, for one).
-    mean = dense.mean(axis=0)
-    std = dense.std(axis=0)
+    mean = dense[statistics_rows].mean(axis=0)
+    std = dense[statistics_rows].std(axis=0)
     std[std < 1e-9] = 1.0
     blocks["dense"] = sparse.csr_matrix((dense - mean) / std)
     labels = _labels(records, propositions)
+    external_weights = [
+        options.external_weights.get(name, options.external_weight)
+        for name in propositions
+    ]
     return TrainingMatrix(
         propositions=tuple(propositions),
         vocabularies=vocabularies,
@@ -120,7 +123,7 @@ def build_matrix(
         dense_std=std,
         blocks=blocks,
         labels=labels,
-        weights=_source_weights(labels, sources, options.external_weight),
+        weights=_source_weights(labels, sources, external_weights),
         groups=np.array([r.prompt_id for r in records]),
         sources=sources,
         response_types=np.array([t.response_type for t in texts], dtype=np.int64),
@@ -134,6 +137,7 @@ def fit_vocabulary(
     min_df: int,
     max_terms: int,
     external_fraction: float,
+    idf_rows: np.ndarray | None = None,
 ) -> Vocabulary:
     """Fit a vocabulary with a term budget per data source.
 
@@ -141,17 +145,46 @@ def fit_vocabulary(
     frequent terms, and each named source adds up to ``external_fraction``
     times that. One shared budget would fill with the terms of the largest
     source (thousands of jailbreak answers) and push out the gold rows'
-    terms. IDF weights are computed over all documents.
+    terms.
+
+    Args:
+        documents: Terms of each training row.
+        sources: Data source of each row.
+        min_df: Minimum number of rows of one source that contain a kept
+            term.
+        max_terms: Maximum number of terms taken from the rows without a
+            named source.
+        external_fraction: Maximum number of terms taken from each named
+            source, as a fraction of ``max_terms``.
+        idf_rows: Rows whose document frequencies give the IDF weights;
+            None uses every row.
     """
     selected: set[str] = set()
     for source in sorted(set(sources.tolist())):
         budget = (
             max_terms if source == REFERENCE_SOURCE else external_fraction * max_terms
         )
+        if budget < 1:
+            continue
         subset = [documents[i] for i in np.flatnonzero(sources == source)]
         fitted = Vocabulary.fit(subset, min_df=min_df, max_terms=int(budget))
         selected.update(fitted.terms)
-    return Vocabulary.fit(documents, min_df=1, max_terms=len(selected), only=selected)
+    rows = range(len(documents)) if idf_rows is None else idf_rows
+    return Vocabulary.fit(
+        [documents[i] for i in rows], min_df=0, max_terms=len(selected), only=selected
+    )
+
+
+def _statistics_rows(sources: np.ndarray, mode: str) -> np.ndarray:
+    """Return the rows that IDF weights and dense standardization are fitted on.
+
+    ``"reference"`` selects the rows without a named source (every row when
+    there are none), ``"all"`` every row.
+    """
+    if mode == "all":
+        return np.arange(len(sources))
+    reference = np.flatnonzero(sources == REFERENCE_SOURCE)
+    return reference if len(reference) else np.arange(len(sources))
 
 
 def _sparse_block(vocabulary: Vocabulary, documents: list[list[str]]) -> Any:
@@ -186,9 +219,13 @@ def _labels(records: Sequence[Record], propositions: Sequence[str]) -> np.ndarra
 
 
 def _source_weights(
-    labels: np.ndarray, sources: np.ndarray, external_weight: float
+    labels: np.ndarray, sources: np.ndarray, external_weights: Sequence[float]
 ) -> np.ndarray:
-    """Weight rows so each named source weighs at most ``external_weight`` x reference."""
+    """Return per-row weights that cap each named source's total weight.
+
+    For proposition column ``k``, each named source weighs at most
+    ``external_weights[k]`` times the number of reference rows labelling it.
+    """
     weights = np.where(np.isnan(labels), 0.0, 1.0)
     for k in range(labels.shape[1]):
         labelled = ~np.isnan(labels[:, k])
@@ -197,7 +234,7 @@ def _source_weights(
             continue
         for source in set(sources[labelled]) - {REFERENCE_SOURCE}:
             rows = labelled & (sources == source)
-            cap = external_weight * reference / rows.sum()
+            cap = external_weights[k] * reference / rows.sum()
             weights[rows, k] = min(1.0, cap)
     return weights
 
