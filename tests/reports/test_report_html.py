@@ -173,7 +173,7 @@ def test_missing_matplotlib_names_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ReportError) as info:
         new_figure(2, 2)
-    assert "pip install 'rbr[report]'" in str(info.value)
+    assert 'pip install -e ".[report]"' in str(info.value)
 
 
 def test_package_import_needs_no_matplotlib():

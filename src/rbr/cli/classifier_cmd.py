@@ -18,6 +18,7 @@ from rbr.cli.common import (
 from rbr.data.io import iter_rows, write_jsonl
 from rbr.data.types import Message, messages_from_mapping, prompt_hash
 from rbr.errors import DataError
+from rbr.evaluation.training_notes import classifier_training_note
 from rbr.policy.spec import Policy, normalize_name
 from rbr.reward.classifiers import CLASSIFIER_KINDS, make_prompt_classifier
 
@@ -78,7 +79,10 @@ def classify_command(
     )
     predicted = classifier.classify([prompt for _, _, prompt in rows])
     click.echo(f"classified {len(rows)} rows with {classifier.identity}")
-    _report(rows, predicted, policy)
+    if _report(rows, predicted, policy):
+        note = classifier_training_note(classifier)
+        if note:
+            click.echo(f"note: {note}", err=True)
     if out_path is not None:
         output = (
             {
@@ -137,8 +141,12 @@ def _report(
     rows: list[tuple[int, dict[str, Any], tuple[Message, ...]]],
     predicted: list[str | None],
     policy: Policy,
-) -> None:
-    """Print accuracy over distinct prompts that carry a known 'category'."""
+) -> bool:
+    """Print accuracy over distinct prompts that carry a known 'category'.
+
+    Returns:
+        Whether any accuracy was printed.
+    """
     known = {normalize_name(name) for name in policy.content_policy}
     pairs: dict[str, tuple[str, str | None]] = {}
     for (_, row, prompt), guess in zip(rows, predicted):
@@ -149,7 +157,7 @@ def _report(
     if unanswered:
         click.echo(f"warning: {unanswered} rows got no category", err=True)
     if not pairs:
-        return
+        return False
 
     category_hits = sum(
         guess is not None and normalize_name(truth) == normalize_name(guess)
@@ -171,3 +179,4 @@ def _report(
     )
     for route, count in misses.most_common():
         click.echo(f"  routed {route}: {count}")
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
 import tempfile
@@ -387,20 +388,29 @@ def read_data(path: Path, policy: Policy | None = None) -> list[Record]:
 def _warn_unknown_propositions(
     path: Path, records: Sequence[Record], policy: Policy
 ) -> None:
-    known = set(policy.propositions)
-    unknown: dict[str, int] = {}
+    known = list(policy.propositions)
+    unknown: dict[str, tuple[int, int]] = {}
     for record in records:
         for name in record.propositions:
-            if name not in known and name not in unknown:
-                unknown[name] = record.line or 0
+            if name not in policy.propositions:
+                first_line, count = unknown.get(name, (record.line or 0, 0))
+                unknown[name] = (first_line, count + 1)
     if unknown:
-        listed = ", ".join(
-            f"{name!r} (first on line {line})" for name, line in unknown.items()
+        listed = "; ".join(
+            f"{name!r} in {count} rows (first on line {line}){_suggestion(name, known)}"
+            for name, (line, count) in unknown.items()
         )
         click.echo(
-            f"warning: {path}: ignoring propositions the policy does not define: {listed}",
+            f"warning: {path}: ignoring propositions the policy does not define: "
+            f"{listed}",
             err=True,
         )
+
+
+def _suggestion(name: str, known: Sequence[str]) -> str:
+    """Return ``", did you mean 'x'?"`` for the closest policy proposition, or ''."""
+    matches = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f", did you mean {matches[0]!r}?" if matches else ""
 
 
 def fail_if_nothing_scored(unscored: Sequence[Unscored], n_cells: int) -> None:
@@ -424,7 +434,9 @@ def fail_if_nothing_scored(unscored: Sequence[Unscored], n_cells: int) -> None:
 def check_output_path(path: Path, *, suffixes: tuple[str, ...] = (".jsonl",)) -> None:
     """Fail before any work when ``path`` cannot be written.
 
-    Creates the parent folder when missing and writes a probe file there.
+    Writes a probe file into the nearest existing folder above ``path`` but
+    creates no folder, so a command that fails later leaves nothing behind.
+    The writers create missing parent folders once the output is ready.
 
     Raises:
         OutputError: Naming the path, the cause and the fix.
@@ -436,15 +448,32 @@ def check_output_path(path: Path, *, suffixes: tuple[str, ...] = (".jsonl",)) ->
         )
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name")
+    existing = _nearest_existing_folder(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".rbr-probe-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".rbr-probe-"):
             pass
     except OSError as error:
         raise OutputError(
             f"{path}: cannot write there ({error.strerror or error}); choose a "
             "writable folder"
         ) from None
+
+
+def _nearest_existing_folder(path: Path) -> Path:
+    """Return the closest existing folder above ``path``.
+
+    Raises:
+        OutputError: When that ancestor is a file, so no folder can be created.
+    """
+    current = path.parent.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    if not current.is_dir():
+        raise OutputError(
+            f"{path}: cannot write there ({current} is a file, not a folder); "
+            "choose a writable folder"
+        )
+    return current
 
 
 def progress_bar(total: int, description: str) -> tqdm:

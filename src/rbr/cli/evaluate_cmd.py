@@ -404,19 +404,23 @@ def print_comparison(comparison: Comparison) -> None:
     click.echo(f"second: {comparison.second_path}")
     for key, (first, second) in comparison.provenance_differences.items():
         click.echo(f"note: {key} differs: {first!r} vs {second!r}")
-    width = max(len(f"{r.section} {r.group}") for r in comparison.rows)
+    width = max(
+        [len("group"), *(len(f"{r.section} {r.group}") for r in comparison.rows)]
+    )
+    titles = [comparison.metric_titles.get(r.metric, r.metric) for r in comparison.rows]
+    metric_width = max([len("metric"), *(len(title) for title in titles)])
     click.echo(
-        f"{'group':<{width}} {'metric':<28} {'first':<22} {'second':<22} "
+        f"{'group':<{width}} {'metric':<{metric_width}} {'first':<22} {'second':<22} "
         f"{'difference':>10} {'interval':>17}"
     )
-    for row in comparison.rows:
+    for row, title in zip(comparison.rows, titles):
         delta = row.difference
         low, high = row.difference_interval()
         interval = "" if low is None else f"[{100 * low:+6.1f}, {100 * high:+6.1f}]"
         mark = "*" if low is not None and (low > 0 or high < 0) else ""
         click.echo(
             f"{row.section + ' ' + row.group:<{width}} "
-            f"{comparison.metric_titles.get(row.metric, row.metric):<28} "
+            f"{title:<{metric_width}} "
             f"{percent(row.first):<22} {percent(row.second):<22} "
             f"{'-' if delta is None else f'{100 * delta:+.1f}':>10} "
             f"{interval:>17}{mark}"

@@ -19,9 +19,11 @@ from rbr.cli.common import (
     read_data,
 )
 from rbr.data.io import atomic_output, json_safe
+from rbr.fitting.class_order import class_order_warnings
 from rbr.fitting.grading import grade_records
 from rbr.fitting.rbr_fit import LABEL_SOURCES, FitSettings, fit_rbr
 from rbr.fitting.weights import RBRWeights
+from rbr.policy.spec import Policy
 
 
 @click.command("fit")
@@ -124,19 +126,23 @@ def fit_command(
         weights.dump(stack.enter_context(atomic_output(out_path)))
         if report_path is not None:
             report = stack.enter_context(atomic_output(report_path))
-            json.dump(json_safe(fit_report(weights)), report, indent=2)
+            json.dump(json_safe(fit_report(weights, policy)), report, indent=2)
     print_fit_summary(weights)
+    print_class_order_warnings(weights, policy)
     click.echo(f"weights written to {out_path}")
 
 
-def fit_report(weights: RBRWeights) -> dict[str, Any]:
-    """Return the JSON report of a fit: settings and per response type metrics."""
+def fit_report(weights: RBRWeights, policy: Policy) -> dict[str, Any]:
+    """Return the JSON report of a fit: settings, per response type metrics and
+    the response types whose class weights contradict the policy's class order.
+    """
     return {
         "policy_name": weights.policy_name,
         "policy_hash": weights.policy_hash,
         "grader_identity": weights.grader_identity,
         "settings": weights.settings,
         "skipped": weights.skipped,
+        "class_order_warnings": class_order_warnings(weights, policy),
         "response_types": {
             name: e.report for name, e in weights.response_types.items()
         },
@@ -181,3 +187,9 @@ def print_fit_summary(weights: RBRWeights) -> None:
         "of held-out prompts whose best completion gets the highest reward; gap: "
         "certified distance of the training objective from its optimum"
     )
+
+
+def print_class_order_warnings(weights: RBRWeights, policy: Policy) -> None:
+    """Print a warning per response type whose class weights are out of order."""
+    for name, message in class_order_warnings(weights, policy).items():
+        click.echo(f"warning: {name}: {message}", err=True)

@@ -13,7 +13,7 @@ from rbr.cli.common import (
     default_grader_spec,
     progress_bar,
 )
-from rbr.cli.fit_cmd import fit_report, print_fit_summary
+from rbr.cli.fit_cmd import fit_report, print_class_order_warnings, print_fit_summary
 from rbr.cli.score_cmd import _rows, score_records
 from rbr.data.io import atomic_output, read_records, write_jsonl
 from rbr.examples import example_path
@@ -58,16 +58,18 @@ def quickstart_command(out_dir: Path, grader_kind: str) -> None:
             graded = grade_records(
                 records, policy, grader, source=str(data), progress=bar.update
             )
-        settings = FitSettings(validation_fraction=0.25, random_state=0)
+        # The defaults of 'rbr fit', so its output matches this summary.
+        settings = FitSettings()
         weights = fit_rbr(graded, policy, grader.identity, settings, source=str(data))
         reward = RuleBasedReward(policy, weights, grader)
         results = score_records(reward, records, str(data), batch_size=64)
     weights.save(out_dir / "weights.json")
     with atomic_output(out_dir / "fit_report.json") as handle:
-        json.dump(fit_report(weights), handle, indent=2)
+        json.dump(fit_report(weights, policy), handle, indent=2)
     write_jsonl(out_dir / "scores.jsonl", _rows(records, results))
     click.echo("")
     print_fit_summary(weights)
+    print_class_order_warnings(weights, policy)
     click.echo("")
     _print_label_means(records, results)
     click.echo(f"\nwrote {out_dir}/weights.json, fit_report.json and scores.jsonl")

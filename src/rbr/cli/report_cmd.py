@@ -22,18 +22,19 @@ from rbr.cli.common import (
 from rbr.data.io import write_jsonl
 from rbr.data.xstest_pairs import XSTEST_MODELS, xstest_comparison_rows
 from rbr.errors import DataError
+from rbr.evaluation.training_notes import grader_training_note
 from rbr.fitting.grading import grade_records
 from rbr.fitting.weights import RBRWeights
 from rbr.reports.html import ReportError, ReportFiles, format_number
 
-EXTRA_HINT = "pip install 'rbr[report]'"
+EXTRA_HINT = 'pip install -e ".[report]"'
 
 
 @click.group("report", cls=ErrorReportingGroup)
 def report_group() -> None:
     """Write reports people read: an HTML page with plots, the PNGs and a JSON file.
 
-    Plots need matplotlib (pip install 'rbr[report]').
+    Plots need matplotlib (pip install -e ".[report]").
     """
 
 
@@ -216,8 +217,11 @@ def grader_report_command(
     else:
         assert gold_path is not None
         policy = load_policy_or_default(policy_path)
-        records = read_data(gold_path)
+        records = read_data(gold_path, policy)
         grader = build_grader(grader_spec, records, policy)
+        note = grader_training_note(grader, shipped=grader_spec["artifact"] is None)
+        if note:
+            click.echo(f"note: {note}", err=True)
         with grader, progress_bar(len(records), "grading") as bar:
             data = run_grader_evaluation(
                 records,
@@ -229,6 +233,7 @@ def grader_report_command(
                 batch_size=batch_size,
                 progress=bar.update,
             )
+        data["grader_training_note"] = note
         source = str(gold_path)
     files = build_grader_report(data, source=source).write(out_dir, name)
     print_table(PROPOSITION_COLUMNS, proposition_rows(data))

@@ -118,10 +118,11 @@ def grade_records(
         batches[name] = TypeBatch(space, positions, np.vstack(blocks), unscored)
         if unscored:
             logger.warning(
-                "%d propositions unscored for %s rows (%s)",
+                "%d propositions unscored for %s rows (%s): %s",
                 len(unscored),
                 name,
                 reason_summary(unscored),
+                proposition_summary(unscored),
             )
     return GradedRecords(list(records), types, batches)
 
@@ -162,3 +163,17 @@ def reason_summary(unscored: Sequence[Unscored]) -> str:
     for item in unscored:
         counts[item.reason] = counts.get(item.reason, 0) + 1
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
+
+
+def proposition_summary(unscored: Sequence[Unscored], *, limit: int = 5) -> str:
+    """Return the unscored propositions, most frequent first, as ``"name (n), ..."``.
+
+    Lists at most ``limit`` names and counts the rest.
+    """
+    counts: dict[str, int] = {}
+    for item in unscored:
+        counts[item.proposition] = counts.get(item.proposition, 0) + 1
+    ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+    listed = ", ".join(f"{name} ({count})" for name, count in ranked[:limit])
+    rest = len(ranked) - limit
+    return listed if rest <= 0 else f"{listed} and {rest} more"

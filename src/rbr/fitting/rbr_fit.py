@@ -14,7 +14,12 @@ from rbr.data.types import Record
 from rbr.errors import DataError
 from rbr.features.space import FeatureSpace
 from rbr.fitting.estimator import PairwiseHingeRanker
-from rbr.fitting.grading import GradedRecords, TypeBatch, reason_summary
+from rbr.fitting.grading import (
+    GradedRecords,
+    TypeBatch,
+    proposition_summary,
+    reason_summary,
+)
 from rbr.fitting.weights import RBRWeights, ResponseTypeWeights
 from rbr.policy.spec import CLASS_ORDER, Policy
 
@@ -149,6 +154,15 @@ def fit_rbr(
     )
 
 
+def _unscored_fix(batch: TypeBatch) -> str:
+    if any(item.reason == "missing_label" for item in batch.unscored):
+        return (
+            "add these keys to every row's 'propositions' (check their spelling), "
+            "or grade with a model grader"
+        )
+    return "check the grader"
+
+
 def _fit_type(
     records: Sequence[Record],
     batch: TypeBatch,
@@ -172,7 +186,8 @@ def _fit_type(
     if not keep.any():
         return (
             f"every one of its {keep.size} rows has unscored propositions "
-            f"({reason_summary(batch.unscored)}); check the grader"
+            f"({reason_summary(batch.unscored)}; unscored: "
+            f"{proposition_summary(batch.unscored)}); {_unscored_fix(batch)}"
         )
 
     rows = batch.indices[keep]

@@ -182,12 +182,16 @@ def build_grader_report(
     """
     report = HtmlReport(title)
     report.data = data
+    gold = data.get("source")
+    read_from = "" if gold is None or str(gold) == source else f" Read from {source}."
     report.add_paragraph(
-        f"Grader {data.get('grader_identity')} on {data.get('source')} "
+        f"Grader {data.get('grader_identity')} on {gold or source} "
         f"(policy {data.get('policy_name')}). {data.get('n_evaluated')} of "
         f"{data.get('n_records')} rows evaluated, {data.get('n_held_out')} held out "
-        f"from threshold tuning. Input: {source}."
+        f"from threshold tuning.{read_from}"
     )
+    if data.get("grader_training_note"):
+        report.add_paragraph(f"Note: {data['grader_training_note']}")
     propositions = data["propositions"]
     names = list(propositions)
     report.add_heading("Accuracy and ROC-AUC per proposition")

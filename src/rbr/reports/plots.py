@@ -16,7 +16,7 @@ import numpy as np
 
 from rbr.reports.html import ReportError
 
-INSTALL_HINT = "pip install 'rbr[report]'"
+INSTALL_HINT = 'pip install -e ".[report]"'
 VARIANT_COLORS = {"base": "#8c8c8c", "total": "#1f77b4", "rbr": "#d62728"}
 METRIC_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 
