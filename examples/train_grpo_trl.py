@@ -25,7 +25,8 @@ with a tiny random model and the offline grader.
            --grader-model Qwen/Qwen2.5-7B-Instruct --output-dir runs/grpo
 
    or pass every reward option in a settings file with ``--settings
-   reward.yaml`` (see docs/rl.md).
+   reward.yaml`` (see docs/rl.md). ``--weights`` without ``--grader-model``
+   uses the bundled offline grader, for weights fitted with it.
 
 Put the grader and the policy on different GPUs (for example
 ``CUDA_VISIBLE_DEVICES=1 vllm serve ...`` and ``CUDA_VISIBLE_DEVICES=0
@@ -54,7 +55,11 @@ def parse_args() -> argparse.Namespace:
     reward.add_argument("--settings", type=Path, help="Reward settings YAML file.")
     reward.add_argument("--weights", type=Path, help="Weights JSON from 'rbr fit'.")
     reward.add_argument("--grader-base-url", default="http://127.0.0.1:8001/v1")
-    reward.add_argument("--grader-model", help="Model name on the grader server.")
+    reward.add_argument(
+        "--grader-model",
+        help="Model name on the grader server; it selects the openai grader. "
+        "Without it the bundled offline grader scores completions.",
+    )
     reward.add_argument(
         "--grader-concurrency",
         type=int,
@@ -92,10 +97,14 @@ def reward_settings(args: argparse.Namespace) -> Any:
     """Return the settings file path, or a settings mapping built from flags."""
     if args.settings is not None:
         return args.settings
-    if args.weights is None or args.grader_model is None:
+    if args.weights is None:
         raise SystemExit(
-            "pass --settings FILE, or --weights FILE and --grader-model NAME"
+            "pass --settings FILE, or --weights FILE (with --grader-model NAME for "
+            "an LLM grader; without it the offline grader is used)"
         )
+    if args.grader_model is None:
+        # The weights must have been fitted with the offline grader too.
+        return {"weights": str(args.weights), "grader": {"kind": "offline"}}
     return {
         "weights": str(args.weights),
         "grader": {

@@ -408,3 +408,20 @@ def test_http_chat_template_from_tokenizer(chat_model, server):
     assert (
         body["prompts"][0] == "<|user|>\nHow do I bake bread?<|end|>\n<|assistant|>\n"
     )
+
+
+def test_http_non_finite_score_names_url_and_sample():
+    def reply(body, attempt):
+        return 200, b'{"rewards": [0.5, NaN]}'
+
+    samples = [replace(SAMPLES[0], sample_id="a"), replace(SAMPLES[1], sample_id="b")]
+    with (
+        RewardServer(reply) as running,
+        HttpReward(url=running.url) as reward,
+        pytest.raises(BaseRewardError) as caught,
+    ):
+        reward.score(samples)
+    message = str(caught.value)
+    assert running.url in message
+    assert "sample 'b'" in message
+    assert "nan" in message

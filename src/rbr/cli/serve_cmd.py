@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,7 @@ def serve_command(
     except ImportError as error:
         raise click.ClickException(
             f"rbr serve needs the 'serve' extra ({error.name} is missing); "
-            "install it with: pip install 'rbr[serve]'"
+            'install it from the rbr checkout with: pip install -e ".[serve]"'
         ) from None
     ctx = click.get_current_context()
     batch = _max_batch_size(ctx, max_batch_size, batch_size)
@@ -179,7 +181,7 @@ def _build_pipeline(
 ) -> RewardPipeline:
     if config_path is not None:
         conflicting = [
-            f"--{name.replace('_', '-')}"
+            _option_flag(ctx, name)
             for name in ("weights_path", "policy_path", "allow_grader_mismatch")
             + GRADER_OPTION_NAMES
             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
@@ -210,6 +212,14 @@ def _build_pipeline(
         grader.close()
         raise
     return RewardPipeline(reward)
+
+
+def _option_flag(ctx: click.Context, name: str) -> str:
+    """Return the command-line flag of parameter ``name``, such as ``--weights``."""
+    for param in ctx.command.params:
+        if param.name == name and param.opts:
+            return max(param.opts, key=len)
+    return f"--{name.replace('_', '-')}"
 
 
 def _max_batch_size(
@@ -263,11 +273,53 @@ def _run_uvicorn(
     def stop(signum: int, frame: Any) -> None:
         raise _StopSignal(signum)
 
+    listener = _bind(host, port)
+    bound_port = listener.getsockname()[1]
+    click.echo(f"rbr serve: running on http://{host}:{bound_port}", err=True)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[listener])
     except (KeyboardInterrupt, _StopSignal):
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        listener.close()
     click.echo("rbr serve: stopped", err=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Open the listening socket, so a busy port is an rbr error, not uvicorn's.
+
+    Raises:
+        ServeConfigError: When the address is in use or cannot be bound.
+    """
+    from rbr.serve.app import ServeConfigError
+
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise ServeConfigError(
+            f"cannot resolve --host {host!r}: {error}; pass an IP address such as "
+            "127.0.0.1"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ServeConfigError(
+                f"port {port} on {host} is already in use; stop the process that "
+                "listens there or pass another --port (0 picks a free one)"
+            ) from None
+        raise ServeConfigError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; pass "
+            "another --host or --port"
+        ) from None
+    listener.set_inheritable(True)
+    return listener

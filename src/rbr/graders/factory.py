@@ -6,7 +6,7 @@ choosing the labels grader never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,46 @@ from rbr.policy.spec import Policy
 GRADER_KINDS = ("offline", "labels", "openai", "local")
 """Grader kinds: the bundled offline classifiers, stored labels, an
 OpenAI-compatible HTTP server, and a local Hugging Face causal LM."""
+
+LIMIT_OPTIONS = (
+    "max_concurrency",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "timeout_s",
+    "max_retries",
+    "backoff_base_s",
+    "backoff_max_s",
+)
+"""Options of the openai kind that go to :class:`rbr.graders.ratelimit.RequestLimits`."""
+
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "offline": ("artifact_path",),
+    "labels": (),
+    "openai": (
+        "model",
+        "base_url",
+        "api_key",
+        "endpoint",
+        "top_logprobs",
+        "preamble",
+        "layout",
+        *LIMIT_OPTIONS,
+    ),
+    "local": (
+        "model_path",
+        "device",
+        "dtype",
+        "batch_size",
+        "preamble",
+        "layout",
+        "use_chat_template",
+        "reuse_prefix",
+    ),
+}
+"""The kind-specific options (``GraderOptions.settings`` keys) of each kind."""
+
+SHARED_OPTIONS = ("kind", "cache_path", "use_cache", "few_shot_from", "few_shot_k")
+"""Keys of a ``grader`` settings mapping that every kind accepts."""
 
 CACHED_KINDS = ("openai", "local")
 """Kinds whose grades are worth caching (each answer costs a request)."""
@@ -64,17 +104,36 @@ def make_grader(options: GraderOptions) -> Grader:
         "openai": _openai,
         "local": _local,
     }
-    builder = builders.get(options.kind)
-    if builder is None:
-        raise GraderError(
-            f"unknown grader kind {options.kind!r}; use one of {', '.join(GRADER_KINDS)}"
-        )
-    grader = builder(options)
+    check_grader_settings(options.kind, options.settings)
+    grader = builders[options.kind](options)
     if options.use_cache and options.kind in CACHED_KINDS:
         from rbr.graders.cache import CachedGrader
 
         grader = CachedGrader(grader, options.cache_path)
     return grader
+
+
+def check_grader_settings(kind: str, settings: Mapping[str, Any]) -> None:
+    """Check a grader kind and the names of its kind-specific options.
+
+    Raises:
+        GraderError: Naming ``grader.kind`` for an unknown kind, or
+            ``grader.<key>``, the kind and its valid options for an unknown
+            option.
+    """
+    if kind not in KIND_OPTIONS:
+        raise GraderError(
+            f"grader.kind: unknown grader kind {kind!r}; use one of "
+            f"{', '.join(GRADER_KINDS)}"
+        )
+    known = KIND_OPTIONS[kind]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        valid = ", ".join((*SHARED_OPTIONS, *known))
+        raise GraderError(
+            f"grader.{unknown[0]}: unknown option for grader kind {kind!r}; "
+            f"valid options: {valid}"
+        )
 
 
 def _labels(options: GraderOptions) -> Grader:
@@ -119,16 +178,12 @@ def _openai(options: GraderOptions) -> Grader:
     from rbr.graders.ratelimit import RequestLimits
 
     settings = dict(options.settings)
-    limit_keys = {
-        "max_concurrency",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "timeout_s",
-        "max_retries",
-    }
-    limits = RequestLimits(
-        **{k: settings.pop(k) for k in list(settings) if k in limit_keys}
-    )
+    try:
+        limits = RequestLimits(
+            **{k: settings.pop(k) for k in list(settings) if k in LIMIT_OPTIONS}
+        )
+    except ValueError as error:
+        raise GraderError(f"openai grader: {error}") from None
     definitions = list(options.policy.propositions.values()) if options.policy else None
     return OpenAICompatibleGrader(
         limits=limits,

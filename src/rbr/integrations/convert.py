@@ -20,6 +20,7 @@ from rbr.data.io import iter_rows
 from rbr.data.types import Message, Record, messages_from_mapping, prompt_hash
 from rbr.errors import DataError, RbrError
 from rbr.policy.spec import Policy
+from rbr.reward.pipeline import RewardRequestError, check_base_reward
 
 PromptParser = Callable[[str], Sequence[Message]]
 """Turns a prompt string (for example one with a chat template applied) into messages."""
@@ -130,15 +131,19 @@ def split_label(label: str, policy: Policy) -> tuple[str | None, str | None]:
 def label_fields(label: Any, policy: Policy, *, where: str) -> Mapping[str, Any]:
     """Read a trainer's label column as a mapping of routing fields.
 
-    A mapping is returned as it is (it may carry ``response_type``,
-    ``category`` and other keys). A string is read by :func:`split_label`
-    into ``response_type`` and ``category``; None or a blank string gives an
-    empty mapping.
+    A mapping is returned as it is (it may carry ``messages``,
+    ``response_type``, ``category``, ``base_reward`` and other keys). A
+    string that starts with ``{`` is read as a JSON object, the label
+    :func:`openrlhf_rows` writes. Any other string is read by
+    :func:`split_label` into ``response_type`` and ``category``; None or a
+    blank string gives an empty mapping.
 
     Raises:
-        IntegrationError: Prefixed with ``where``, for another type or a name
-            the policy lacks.
+        IntegrationError: Prefixed with ``where``, for invalid JSON, another
+            type or a name the policy lacks.
     """
+    if isinstance(label, str) and label.lstrip().startswith("{"):
+        label = parse_json_label(label, where=where)
     if isinstance(label, Mapping):
         return label
     if label is not None and not isinstance(label, str):
@@ -154,6 +159,57 @@ def label_fields(label: Any, policy: Policy, *, where: str) -> Mapping[str, Any]
     except IntegrationError as error:
         raise IntegrationError(f"{where}: {error}") from None
     return {"response_type": response_type, "category": category}
+
+
+def parse_json_label(text: str, *, where: str) -> Mapping[str, Any]:
+    """Parse a label written as a JSON object string, as :func:`openrlhf_rows` does.
+
+    Raises:
+        IntegrationError: Prefixed with ``where``, when the text is not a JSON
+            object.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise IntegrationError(
+            f"{where} looks like JSON but is invalid: {error.msg} at column "
+            f"{error.colno}"
+        ) from None
+    if not isinstance(value, Mapping):
+        raise IntegrationError(
+            f"{where} must be a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
+def label_text(fields: Mapping[str, Any], key: str, *, where: str) -> str | None:
+    """Return a string field of a label mapping, or None when it is empty.
+
+    Raises:
+        IntegrationError: When the value is neither a string nor empty.
+    """
+    value = fields.get(key)
+    if value is not None and not isinstance(value, str):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        raise IntegrationError(
+            f"{where}: {key!r} must be a string or null, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return optional_text(value)
+
+
+def base_reward_value(value: Any, *, where: str) -> float | None:
+    """Return a base reward carried in a dataset row, or None when it is absent.
+
+    Raises:
+        IntegrationError: Naming ``where``, when the value is not a finite
+            number.
+    """
+    try:
+        return check_base_reward(value, where=where)
+    except RewardRequestError as error:
+        raise IntegrationError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,8 +48,9 @@ from typing import Any
 from rbr.data.types import Message
 from rbr.integrations.convert import (
     IntegrationError,
+    base_reward_value,
     label_fields,
-    optional_text,
+    label_text,
     prompt_messages,
 )
 from rbr.integrations.openrlhf_text import (
@@ -80,11 +81,14 @@ _plain_prompt_warned = False
 
 def reward_func(
     queries: Sequence[str],
-    prompts: Sequence[str],
-    labels: Sequence[Any],
+    prompts: Sequence[str | None] | None,
+    labels: Sequence[Any] | None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Score decoded prompt-and-response strings for OpenRLHF.
+
+    ``prompts`` or ``labels`` may be None, which counts as no prompt string
+    or no label for every query, as in ``rbr serve``.
 
     Returns:
         ``{"rewards": tensor, "scores": tensor, "extra_logs": {...}}`` with
@@ -94,14 +98,17 @@ def reward_func(
         ``rbr_unscored``.
 
     Raises:
-        IntegrationError: On a missing settings file, an unreadable label, or
-            a query that contains neither its prompt nor an assistant turn
-            marker of a known chat template.
+        IntegrationError: On a missing settings file, an argument that is not
+            a list, an unreadable label, or a query that contains neither its
+            prompt nor an assistant turn marker of a known chat template.
         RoutingError: When a response type cannot be decided.
     """
     import torch
 
+    queries = _argument_list(queries, "queries")
     n = len(queries)
+    prompts = [None] * n if prompts is None else _argument_list(prompts, "prompts")
+    labels = [None] * n if labels is None else _argument_list(labels, "labels")
     if len(prompts) != n or len(labels) != n:
         raise IntegrationError(
             f"got {n} queries, {len(prompts)} prompts and {len(labels)} labels; "
@@ -150,15 +157,32 @@ def end_tokens_from_env() -> tuple[str, ...]:
     return DEFAULT_END_TOKENS + tuple(s for s in parsed if s)
 
 
+def _argument_list(values: Any, name: str) -> list[Any]:
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+        raise IntegrationError(
+            f"{name} must be a list with one entry per sample, got "
+            f"{type(values).__name__}"
+        )
+    return list(values)
+
+
 def _request(
-    query: str,
-    prompt: str,
+    query: Any,
+    prompt: Any,
     label: Any,
     policy: Policy,
     end_tokens: Sequence[str],
     where: str,
 ) -> RewardRequest:
-    fields = _label_fields(label, policy, where)
+    if not isinstance(query, str):
+        raise IntegrationError(
+            f"{where}: query must be a string, got {type(query).__name__}"
+        )
+    if prompt is not None and not isinstance(prompt, str):
+        raise IntegrationError(
+            f"{where}: prompt must be a string or None, got {type(prompt).__name__}"
+        )
+    fields = label_fields(label, policy, where=f"{where}: label")
     try:
         prompt_text, completion = split_query(query, prompt, end_tokens)
     except ValueError as error:
@@ -168,27 +192,17 @@ def _request(
         conversation = prompt_messages(messages, where=f"{where}: label messages")
     else:
         conversation = _prompt_conversation(prompt_text, where)
-    base = fields.get("base_reward")
+    label_where = f"{where}: label"
     return RewardRequest(
         prompt=conversation,
         completion=completion,
-        response_type=optional_text(fields.get("response_type")),
-        category=optional_text(fields.get("category")),
-        base_reward=None if base is None else float(base),
+        response_type=label_text(fields, "response_type", where=label_where),
+        category=label_text(fields, "category", where=label_where),
+        base_reward=base_reward_value(
+            fields.get("base_reward"), where=f"{label_where} base_reward"
+        ),
         request_id=where,
     )
-
-
-def _label_fields(label: Any, policy: Policy, where: str) -> Mapping[str, Any]:
-    if isinstance(label, str) and label.lstrip().startswith("{"):
-        try:
-            label = json.loads(label)
-        except json.JSONDecodeError as error:
-            raise IntegrationError(
-                f"{where}: label looks like JSON but is invalid: {error.msg} at "
-                f"column {error.colno}"
-            ) from None
-    return label_fields(label, policy, where=f"{where}: label")
 
 
 def _prompt_conversation(prompt: str, where: str) -> tuple[Message, ...]:

@@ -51,7 +51,9 @@ from typing import Any
 
 from rbr.integrations.convert import (
     IntegrationError,
+    base_reward_value,
     label_fields,
+    label_text,
     optional_text,
     prompt_messages,
 )
@@ -185,7 +187,16 @@ def _request(
     policy: Policy,
     where: str,
 ) -> RewardRequest:
+    if not isinstance(solution, str):
+        raise IntegrationError(
+            f"{where}: solution_str must be a string (the decoded response), got "
+            f"{type(solution).__name__}"
+        )
     info = extra_info if extra_info is not None else {}
+    if not isinstance(info, Mapping):
+        raise IntegrationError(
+            f"{where}: extra_info must be a mapping, got {type(info).__name__}"
+        )
     if PROMPT_KEY not in info:
         raise IntegrationError(
             f"{where}: extra_info has no {PROMPT_KEY!r} key; copy the prompt "
@@ -193,19 +204,22 @@ def _request(
             "rbr.integrations.convert.verl_rows)"
         )
     prompt = prompt_messages(info[PROMPT_KEY], where=f"{where}: extra_info['prompt']")
-    response_type = optional_text(info.get("response_type"))
-    category = optional_text(info.get("category"))
+    response_type = label_text(info, "response_type", where=f"{where}: extra_info")
+    category = label_text(info, "category", where=f"{where}: extra_info")
     if response_type is None and category is None:
-        fields = label_fields(ground_truth, policy, where=f"{where}: ground_truth")
-        response_type = optional_text(fields.get("response_type"))
-        category = optional_text(fields.get("category"))
-    base = info.get("base_reward")
+        truth = f"{where}: ground_truth"
+        fields = label_fields(ground_truth, policy, where=truth)
+        response_type = label_text(fields, "response_type", where=truth)
+        category = label_text(fields, "category", where=truth)
+    base = base_reward_value(
+        info.get("base_reward"), where=f"{where}: extra_info['base_reward']"
+    )
     return RewardRequest(
         prompt=prompt,
         completion=solution,
         response_type=response_type,
         category=category,
-        base_reward=None if base is None else float(base),
+        base_reward=base,
         request_id=optional_text(info.get("prompt_id")) or where,
     )
 

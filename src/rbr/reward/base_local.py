@@ -26,7 +26,11 @@ from rbr.graders.transformers_local import (
     resolve_device,
     resolve_dtype,
 )
-from rbr.reward.base_models import BaseRewardError, render_text
+from rbr.reward.base_models import (
+    BaseRewardError,
+    check_finite_scores,
+    render_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +122,8 @@ class LocalReward:
         """Return one reward per sample, in order.
 
         Raises:
-            BaseRewardError: When the model has been closed.
+            BaseRewardError: When the model has been closed or returns NaN or
+                an infinity.
         """
         if self.model is None:
             raise BaseRewardError(f"reward model {self.model_path} was closed")
@@ -139,6 +144,7 @@ class LocalReward:
         for start in range(0, len(order), self.batch_size):
             positions = order[start : start + self.batch_size]
             scores[positions] = self._forward([rows[i] for i in positions])
+        check_finite_scores(scores.tolist(), samples, f"reward model {self.model_path}")
         return scores
 
     def close(self) -> None:

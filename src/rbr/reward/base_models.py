@@ -17,6 +17,7 @@ the plain format of :func:`format_plain`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,10 +27,9 @@ import httpx
 import numpy as np
 
 from rbr.data.types import Message, Sample
-from rbr.errors import RbrError
 from rbr.graders.ratelimit import RequestLimits, backoff_delay, parse_retry_after
 from rbr.reward.config import RewardConfigError
-from rbr.reward.rule_based import BaseReward
+from rbr.reward.rule_based import BaseReward, BaseRewardError
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ HTTP_OPTIONS = (
 
 Payload = Literal["openrlhf", "messages"]
 PAYLOADS: tuple[str, ...] = ("openrlhf", "messages")
-
-
-class BaseRewardError(RbrError):
-    """A base reward model could not be loaded or failed to score a batch."""
 
 
 def format_plain(prompt: Sequence[Message], completion: str) -> str:
@@ -214,6 +210,7 @@ class HttpReward:
         for attempt in range(1, attempts + 1):
             outcome = self._post(body, len(batch))
             if isinstance(outcome, list):
+                check_finite_scores(outcome, batch, f"base reward endpoint {self.url}")
                 return outcome
             problem, retry_after = outcome
             if attempt == attempts:
@@ -288,6 +285,32 @@ class HttpReward:
                 f"base reward endpoint {self.url} returned a score that is not a "
                 f"number: {error}"
             ) from None
+
+
+def check_finite_scores(
+    scores: Sequence[float], samples: Sequence[Sample], source: str
+) -> None:
+    """Raise when a reward model returned NaN or an infinity for a sample.
+
+    Args:
+        scores: One score per sample.
+        samples: The scored samples, for the sample id in the message.
+        source: The model, such as ``base reward endpoint http://...``.
+
+    Raises:
+        BaseRewardError: Naming ``source``, the first bad sample and the count.
+    """
+    bad = [i for i, score in enumerate(scores) if not math.isfinite(score)]
+    if not bad:
+        return
+    first = bad[0]
+    sample_id = samples[first].sample_id
+    name = f"sample {sample_id!r}" if sample_id else f"sample {first} of the batch"
+    raise BaseRewardError(
+        f"{source} returned {scores[first]!r} for {name} ({len(bad)} of "
+        f"{len(scores)} scores are not finite numbers); a base reward must be "
+        "finite, so check the reward model"
+    )
 
 
 def _as_float(value: Any) -> float:

@@ -18,12 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from rbr.errors import RbrError
+from rbr.errors import GraderError, RbrError, WeightsError
 from rbr.fitting.weights import RBRWeights
-from rbr.graders.factory import GraderOptions, make_grader
-from rbr.policy import load_default_policy, load_policy
+from rbr.graders.factory import GraderOptions, check_grader_settings, make_grader
+from rbr.policy import Policy, load_default_policy, load_policy
 from rbr.policy.yaml_io import read_yaml
 from rbr.reward.pipeline import BASE_NORMALIZATIONS, RewardPipeline
 from rbr.reward.routing import Router
@@ -63,6 +63,12 @@ class RewardSettings(BaseModel):
     base_normalization: str = "none"
     base_scale: float = 1.0
     allow_grader_mismatch: bool = False
+    _source: str = PrivateAttr(default="settings")
+
+    @property
+    def source(self) -> str:
+        """The settings file these settings were read from, or ``settings``."""
+        return self._source
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "settings") -> RewardSettings:
@@ -81,8 +87,12 @@ class RewardSettings(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             key = ".".join(str(p) for p in first["loc"]) or "<root>"
+            message = first["msg"]
+            if key in ("weights", "policy") and first["type"] != "missing":
+                value = first.get("input")
+                message = f"expected a file path, got {type(value).__name__} {value!r}"
             raise RewardConfigError(
-                f"{source}: key {key!r}: {first['msg']}; known keys are "
+                f"{source}: key {key!r}: {message}; known keys are "
                 f"{', '.join(cls.model_fields)}"
             ) from None
         if settings.base_normalization not in BASE_NORMALIZATIONS:
@@ -91,6 +101,15 @@ class RewardSettings(BaseModel):
                 f"{settings.base_normalization!r}; use one of "
                 f"{', '.join(BASE_NORMALIZATIONS)}"
             )
+        grader = dict(settings.grader)
+        kind = grader.pop("kind", "offline")
+        for key in SHARED_GRADER_KEYS:
+            grader.pop(key, None)
+        try:
+            check_grader_settings(kind, grader)
+        except GraderError as error:
+            raise RewardConfigError(f"{source}: {error}") from None
+        settings._source = source
         return settings
 
     @classmethod
@@ -98,6 +117,12 @@ class RewardSettings(BaseModel):
         """Read settings from a YAML (or JSON) file; relative paths in it are
         taken relative to the file's folder."""
         path = Path(path)
+        if not path.is_file():
+            raise RewardConfigError(
+                f"reward settings file {str(path)!r} not found; pass the path of a "
+                "YAML file with the keys weights, grader, base_reward, ... (see "
+                "docs/rl.md)"
+            )
         settings = cls.from_mapping(read_yaml(path), source=str(path))
         return settings.relative_to(path.parent)
 
@@ -110,6 +135,7 @@ class RewardSettings(BaseModel):
         policy = self.policy
         if policy is not None:
             policy = _resolve(policy, folder)
+        # model_copy keeps the private source attribute.
         return self.model_copy(
             update={
                 "weights": _resolve(self.weights, folder),
@@ -129,6 +155,9 @@ PATH_KEYS = (
     "few_shot_from",
 )
 """Option keys whose values are file or folder paths."""
+
+SHARED_GRADER_KEYS = ("cache_path", "use_cache", "few_shot_from", "few_shot_k")
+"""Keys of ``grader`` read by the settings for every kind, not by the grader."""
 
 
 def _resolve(path: Path, folder: Path) -> Path:
@@ -157,8 +186,8 @@ def build_pipeline(settings: RewardSettings | dict[str, Any]) -> RewardPipeline:
     from rbr.reward.base_models import make_base_reward
     from rbr.reward.classifiers import make_prompt_classifier
 
-    policy = load_policy(settings.policy) if settings.policy else load_default_policy()
-    weights = RBRWeights.load(settings.weights)
+    policy = _load_policy(settings)
+    weights = _load_weights(settings)
     grader = make_grader(_grader_options(settings.grader, policy))
     try:
         reward = RuleBasedReward(
@@ -179,6 +208,31 @@ def build_pipeline(settings: RewardSettings | dict[str, Any]) -> RewardPipeline:
         base_normalization=settings.base_normalization,
         base_scale=settings.base_scale,
     )
+
+
+def _load_policy(settings: RewardSettings) -> Policy:
+    if settings.policy is None:
+        return load_default_policy()
+    if not settings.policy.is_file():
+        raise RewardConfigError(
+            f"{settings.source}: key 'policy': policy file {str(settings.policy)!r} "
+            "not found; fix the path (a relative path is read from the settings "
+            "file's folder) or remove the key to use the built-in policy"
+        )
+    return load_policy(settings.policy)
+
+
+def _load_weights(settings: RewardSettings) -> RBRWeights:
+    if not settings.weights.is_file():
+        raise RewardConfigError(
+            f"{settings.source}: key 'weights': weights file "
+            f"{str(settings.weights)!r} not found; fix the path (a relative path "
+            "is read from the settings file's folder) or run 'rbr fit' to write it"
+        )
+    try:
+        return RBRWeights.load(settings.weights)
+    except WeightsError as error:
+        raise WeightsError(f"{settings.source}: key 'weights': {error}") from None
 
 
 def _grader_options(spec: dict[str, Any], policy: Any) -> GraderOptions:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import numbers
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +19,14 @@ from typing import Literal
 import numpy as np
 
 from rbr.data.types import Message, Sample, prompt_hash
+from rbr.errors import RbrError
 from rbr.reward.routing import Router, UnlabelledMode
-from rbr.reward.rule_based import BaseReward, RewardBreakdown, RuleBasedReward
+from rbr.reward.rule_based import (
+    BaseReward,
+    BaseRewardError,
+    RewardBreakdown,
+    RuleBasedReward,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,38 @@ minus the prompt's mean, or minus the mean and divided by the standard
 deviation (only centered when the deviation is zero)."""
 
 BASE_NORMALIZATIONS: tuple[str, ...] = ("none", "center", "standardize")
+
+
+class RewardRequestError(RbrError, ValueError):
+    """A reward request field has an invalid value."""
+
+
+def check_base_reward(value: object, *, where: str = "base_reward") -> float | None:
+    """Return a caller's base reward as a float, or None when it is absent.
+
+    Args:
+        value: None, or a finite real number, NumPy scalars included (bool
+            is rejected).
+        where: The field name used in the error, such as
+            ``sample 3: extra_info['base_reward']``.
+
+    Raises:
+        RewardRequestError: When the value is not a finite number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RewardRequestError(
+            f"{where}: expected a finite number or null, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise RewardRequestError(
+            f"{where}: expected a finite number, got {number!r}; drop the value "
+            "or fix the reward that produced it"
+        )
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +90,11 @@ class RewardRequest:
     category: str | None = None
     base_reward: float | None = None
     request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"request {self.request_id}: base_reward" if self.request_id else None
+        checked = check_base_reward(self.base_reward, where=where or "base_reward")
+        object.__setattr__(self, "base_reward", checked)
 
 
 class RewardPipeline:
@@ -168,14 +213,28 @@ class RewardPipeline:
                     f"base reward model returned shape {scores.shape} for "
                     f"{len(missing)} samples"
                 )
+            _check_finite(scores, [requests[i] for i in missing])
             base[missing] = scores
         for i, request in enumerate(requests):
             if request.base_reward is not None:
-                base[i] = float(request.base_reward)
+                base[i] = request.base_reward
         base = normalize_per_prompt(
             base, [prompt_hash(r.prompt) for r in requests], self.base_normalization
         )
         return base * self.base_scale
+
+
+def _check_finite(scores: np.ndarray, requests: Sequence[RewardRequest]) -> None:
+    # Each model checks its own scores with more context; this catches any other
+    # BaseReward, because one NaN would reach the trainer as the reward.
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        first = int(bad[0])
+        raise BaseRewardError(
+            f"the base reward model returned {scores[first]!r} for request "
+            f"{requests[first].request_id or first} ({bad.size} of {len(scores)} "
+            "scores are not finite); check the reward model"
+        )
 
 
 def normalize_per_prompt(

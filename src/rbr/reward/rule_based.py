@@ -10,12 +10,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from rbr.data.types import Sample
+from rbr.errors import RbrError
 from rbr.features.space import FeatureSpace, feature_spaces
 from rbr.fitting.weights import RBRWeights
 from rbr.graders.base import Grader, Unscored
 from rbr.policy.spec import CLASS_ORDER, Policy
 
 logger = logging.getLogger(__name__)
+
+
+class BaseRewardError(RbrError):
+    """A base reward model could not be loaded or failed to score a batch."""
 
 
 class BaseReward(Protocol):

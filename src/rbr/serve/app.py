@@ -15,13 +15,14 @@ Concurrent requests are merged into grader batches by a
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,8 +172,9 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_exception_handler(ServeError, _serve_error_response)
     app.add_exception_handler(StarletteHTTPException, _http_error_response)
-    app.add_api_route("/get_reward", _get_reward, methods=["POST"])
-    app.add_api_route("/v1/score", _score_items, methods=["POST"])
+    app.add_exception_handler(Exception, _unexpected_error_response)
+    app.add_api_route("/get_reward", _json_errors(_get_reward), methods=["POST"])
+    app.add_api_route("/v1/score", _json_errors(_score_items), methods=["POST"])
     app.add_api_route("/health", _health, methods=["GET"])
     app.add_api_route("/metrics", _metrics, methods=["GET"])
     return app
@@ -202,13 +204,48 @@ def _build_state(pipeline: RewardPipeline, settings: ServeSettings) -> ServerSta
     return ServerState(pipeline, settings, batcher, metrics)
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json_errors(handler: Handler) -> Handler:
+    """Give a scoring endpoint a request id and a JSON 500 for unexpected errors.
+
+    The id is in ``request.state.request_id`` and the ``X-Request-ID``
+    header. An error that is not a :class:`ServeError` is logged with its
+    traceback and the id, and the client gets ``{"error": "internal_error"}``.
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        request_id = uuid.uuid4().hex[:12]
+        request.state.request_id = request_id
+        try:
+            return await handler(request)
+        except (ServeError, StarletteHTTPException):
+            raise
+        except Exception as error:
+            logger.exception(
+                "request %s to %s failed: %s", request_id, request.url.path, error
+            )
+            body = {
+                "error": "internal_error",
+                "message": f"internal server error ({type(error).__name__}); the "
+                f"server log has the details under request id {request_id}",
+            }
+            return JSONResponse(
+                body, status_code=500, headers={"X-Request-ID": request_id}
+            )
+
+    return wrapper
+
+
 async def _get_reward(request: Request) -> Response:
     """Score OpenRLHF samples: ``{"query", "prompts", "labels"}`` in, rewards out."""
     state = _state(request)
     _check_token(request, state.settings)
     body = await _read_json(request, state.settings.max_body_bytes)
     payload = _validate(OpenRLHFRequest, body)
-    request_id = uuid.uuid4().hex[:12]
+    request_id = request.state.request_id
     requests = openrlhf_requests(
         payload,
         state.pipeline.policy,
@@ -216,7 +253,7 @@ async def _get_reward(request: Request) -> Response:
         request_id=request_id,
     )
     _check_routing(state.pipeline, requests, "labels")
-    results = await _score(state, requests, "/get_reward")
+    results = await _score(state, requests, "/get_reward", request_id)
     reply = openrlhf_response(results, unscored_rbr=state.settings.unscored_rbr)
     return JSONResponse(reply, headers={"X-Request-ID": request_id})
 
@@ -229,12 +266,12 @@ async def _score_items(request: Request) -> Response:
     if isinstance(body, list):
         body = {"items": body}
     payload = _validate(ScoreRequest, body)
-    request_id = uuid.uuid4().hex[:12]
+    request_id = request.state.request_id
     requests = [
         _score_request(item, i, request_id) for i, item in enumerate(payload.items)
     ]
     _check_routing(state.pipeline, requests, "items")
-    results = await _score(state, requests, "/v1/score")
+    results = await _score(state, requests, "/v1/score", request_id)
     reply = {
         "results": [
             _breakdown_json(item.id, result)
@@ -381,7 +418,10 @@ def _check_routing(
 
 
 async def _score(
-    state: ServerState, requests: Sequence[RewardRequest], endpoint: str
+    state: ServerState,
+    requests: Sequence[RewardRequest],
+    endpoint: str,
+    request_id: str,
 ) -> list[RewardBreakdown]:
     try:
         results = await state.batcher.submit(requests)
@@ -402,9 +442,15 @@ async def _score(
     except RoutingError as error:
         raise ServeError(422, "routing_error", str(error)) from None
     except Exception as error:
-        logger.exception("scoring %d items failed", len(requests))
+        logger.exception(
+            "request %s: scoring %d items failed", request_id, len(requests)
+        )
         raise ServeError(
-            500, "scoring_failed", f"scoring failed: {type(error).__name__}: {error}"
+            500,
+            "scoring_failed",
+            f"scoring failed: {type(error).__name__}: {error} (request id "
+            f"{request_id})",
+            headers={"X-Request-ID": request_id},
         ) from None
     unscored = sum(
         1 for r in results if r.response_type is not None and r.total is None
@@ -457,3 +503,13 @@ async def _http_error_response(request: Request, error: Exception) -> Response:
         )
     body = {"error": codes.get(error.status_code, "http_error"), "message": message}
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+async def _unexpected_error_response(request: Request, error: Exception) -> Response:
+    # Starlette calls this for errors outside the scoring handlers (which
+    # answer their own), then re-raises the error so the server logs it.
+    body = {
+        "error": "internal_error",
+        "message": f"internal server error ({type(error).__name__})",
+    }
+    return JSONResponse(body, status_code=500)

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rbr.data.types import Message
+from rbr.integrations.convert import IntegrationError, parse_json_label
 from rbr.integrations.openrlhf_text import (
     DEFAULT_END_TOKENS,
     EXTRA_LOG_KEYS,
@@ -53,13 +55,16 @@ def openrlhf_requests(
     labels = _column(body.labels, n, "labels")
     requests = []
     for i, query in enumerate(body.query):
+        fields = read_label(labels[i], policy, f"labels[{i}]")
         try:
             prompt_text, completion = split_query(query, prompts[i], end_tokens)
-            prompt = parse_prompt(prompt_text)
+            if fields.messages is None:
+                prompt = parse_prompt(prompt_text)
         except ValueError as error:
             field = f"query[{i}]"
             raise field_error(field, str(error)) from None
-        fields = read_label(labels[i], policy, f"labels[{i}]")
+        if fields.messages is not None:
+            prompt = tuple(Message(m.role, m.content) for m in fields.messages)
         requests.append(
             RewardRequest(
                 prompt,
@@ -77,14 +82,21 @@ def read_label(label: Any, policy: Policy, field: str) -> LabelFields:
     """Read one OpenRLHF label as routing fields.
 
     A string names a response type of the policy or else a content-policy
-    category; an object may carry ``response_type``, ``category`` and
-    ``base_reward``; null or an empty string carries nothing.
+    category. An object, or a string holding a JSON object (the label
+    :func:`rbr.integrations.convert.openrlhf_rows` writes), may carry
+    ``messages``, ``response_type``, ``category`` and ``base_reward``. Null
+    or an empty string carries nothing.
 
     Raises:
         ServeError: 422 naming ``field`` for any other value.
     """
     if label is None:
         return LabelFields()
+    if isinstance(label, str) and label.lstrip().startswith("{"):
+        try:
+            label = dict(parse_json_label(label, where=field))
+        except IntegrationError as error:
+            raise field_error(field, str(error).removeprefix(f"{field} ")) from None
     if isinstance(label, dict):
         try:
             return LabelFields.model_validate(label)

@@ -86,6 +86,22 @@ class ChatMessage(_Strict):
     content: Text
 
 
+def _check_ends_with_user(prompt: list[ChatMessage]) -> list[ChatMessage]:
+    if prompt and prompt[-1].role != "user":
+        raise ValueError(
+            f"the prompt ends with a {prompt[-1].role!r} message; it must end with "
+            "the user turn the completion answers (send the assistant reply as "
+            "'completion')"
+        )
+    return prompt
+
+
+Prompt = Annotated[
+    list[ChatMessage], Field(min_length=1), AfterValidator(_check_ends_with_user)
+]
+"""A conversation of at least one message that ends with a user turn."""
+
+
 class ScoreItem(_Strict):
     """One completion sent to ``POST /v1/score``.
 
@@ -99,7 +115,7 @@ class ScoreItem(_Strict):
         id: The caller's identifier, returned with the result.
     """
 
-    prompt: list[ChatMessage] = Field(min_length=1)
+    prompt: Prompt
     completion: Text
     response_type: StrictStr | None = None
     category: StrictStr | None = None
@@ -116,12 +132,14 @@ class ScoreRequest(_Strict):
 class LabelFields(BaseModel):
     """A label given as an object in the OpenRLHF ``labels`` list.
 
+    ``messages`` is the conversation, read in place of the prompt string.
     Other keys are ignored, because a dataset's label column may carry data
     meant for other rewards.
     """
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
+    messages: Prompt | None = None
     response_type: StrictStr | None = None
     category: StrictStr | None = None
     base_reward: StrictFloat | None = Field(default=None, allow_inf_nan=False)
