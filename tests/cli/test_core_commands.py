@@ -70,8 +70,16 @@ def test_fit_and_score_example_data(runner, tmp_path):
     report = tmp_path / "report.json"
     result = runner.invoke(
         cli,
-        ["fit", str(example_path()), "--out", str(weights), "--report", str(report),
-         "--grader", "labels"],
+        [
+            "fit",
+            str(example_path()),
+            "--out",
+            str(weights),
+            "--report",
+            str(report),
+            "--grader",
+            "labels",
+        ],
     )
     assert result.exit_code == 0, result.output
     saved = json.loads(weights.read_text())
@@ -90,8 +98,16 @@ def test_fit_and_score_example_data(runner, tmp_path):
     scores = tmp_path / "scores.jsonl"
     result = runner.invoke(
         cli,
-        ["score", str(example_path()), "--weights", str(weights), "--out", str(scores),
-         "--grader", "labels"],
+        [
+            "score",
+            str(example_path()),
+            "--weights",
+            str(weights),
+            "--out",
+            str(scores),
+            "--grader",
+            "labels",
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
@@ -157,7 +173,8 @@ def test_score_rejects_weights_of_another_policy(runner, tmp_path):
     weights = tmp_path / "w.json"
     assert (
         runner.invoke(
-            cli, ["fit", str(example_path()), "--out", str(weights), "--grader", "labels"]
+            cli,
+            ["fit", str(example_path()), "--out", str(weights), "--grader", "labels"],
         ).exit_code
         == 0
     )
@@ -193,9 +210,14 @@ def test_quickstart_runs_end_to_end(runner, tmp_path):
     weights = json.loads((out / "weights.json").read_text())
     assert weights["grader_identity"].startswith("offline:")
     assert set(weights["response_types"]) == {
-        "Comply", "Hard Refuse", "Safe Refuse 1", "Safe Refuse 2"
+        "Comply",
+        "Hard Refuse",
+        "Safe Refuse 1",
+        "Safe Refuse 2",
     }
-    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == len(example_rows())
     assert all(row["reward"]["total"] is not None for row in rows)
     assert "mean reward" in result.output
@@ -204,7 +226,9 @@ def test_quickstart_runs_end_to_end(runner, tmp_path):
 def test_quickstart_rewards_follow_hard_refuse_ordering(runner, tmp_path):
     out = tmp_path / "qs"
     assert runner.invoke(cli, ["quickstart", "--out", str(out)]).exit_code == 0
-    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()
+    ]
     by_label: dict[str, list[float]] = {}
     for row in rows:
         if row["reward"]["response_type"] == "Hard Refuse":

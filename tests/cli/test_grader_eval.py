@@ -96,7 +96,16 @@ def test_eval_writes_report_and_thresholds(runner, tmp_path, policy_file):
 def test_eval_without_outputs_prints_only(runner, tmp_path, policy_file):
     gold = write_rows(tmp_path / "gold.jsonl", gold_rows())
     result = runner.invoke(
-        grader_group, ["eval", "--grader", "labels", "--gold", str(gold), "--policy", str(policy_file)]
+        grader_group,
+        [
+            "eval",
+            "--grader",
+            "labels",
+            "--gold",
+            str(gold),
+            "--policy",
+            str(policy_file),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "written" not in result.output

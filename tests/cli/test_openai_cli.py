@@ -29,9 +29,21 @@ def small_data(folder):
 
 def grade_args(server, out, *extra):
     return [
-        "grade", str(small_data(out.parent)), "--out", str(out), "--grader", "openai",
-        "--base-url", server.url, "--model", "test-model", "--api-key", "k",
-        "--max-retries", "0", *extra,
+        "grade",
+        str(small_data(out.parent)),
+        "--out",
+        str(out),
+        "--grader",
+        "openai",
+        "--base-url",
+        server.url,
+        "--model",
+        "test-model",
+        "--api-key",
+        "k",
+        "--max-retries",
+        "0",
+        *extra,
     ]
 
 
@@ -71,8 +83,16 @@ def test_no_cache_sends_requests_again(server, tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(
         cli,
-        ["grade", str(example_path()), "--out", str(tmp_path / "o.jsonl"),
-         "--grader", "openai", "--base-url", "http://127.0.0.1:9/v1"],
+        [
+            "grade",
+            str(example_path()),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--grader",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ],
     )
     assert result.exit_code == 2
     assert "--model" in result.output
