@@ -190,6 +190,21 @@ def print_fit_summary(weights: RBRWeights) -> None:
 
 
 def print_class_order_warnings(weights: RBRWeights, policy: Policy) -> None:
-    """Print a warning per response type whose class weights are out of order."""
+    """Print a warning per response type whose class weights are out of order
+    and whose held-out ranking is imperfect or unmeasured.
+
+    Class weights alone do not set a reward, because proposition weights add
+    to them, so an out-of-order pair with every held-out pair ranked right is
+    only recorded in the fit report, not printed.
+    """
     for name, message in class_order_warnings(weights, policy).items():
-        click.echo(f"warning: {name}: {message}", err=True)
+        accuracy = weights.response_types[name].report.get(
+            "validation_pairwise_accuracy"
+        )
+        if accuracy is not None and accuracy >= 1.0:
+            continue
+        measured = "unmeasured" if accuracy is None else f"{accuracy:.3f}"
+        click.echo(
+            f"warning: {name} (held-out pair accuracy {measured}): {message}",
+            err=True,
+        )

@@ -41,9 +41,10 @@ def class_order_warnings(
         if reversed_pairs:
             warnings[name] = (
                 f"fitted class weights contradict the policy's class order: "
-                f"{'; '.join(reversed_pairs)}. A completion of the worse class can "
-                "outscore a better one; fit on more or more varied comparison data "
-                "(completions of every class for the same prompts)"
+                f"{'; '.join(reversed_pairs)}. Proposition weights add to these, "
+                "but a completion of a worse class can outscore a better one; fit "
+                "on more or more varied comparison data (completions of every "
+                "class for the same prompts)"
             )
     return warnings
 
