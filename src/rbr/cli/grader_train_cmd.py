@@ -9,6 +9,7 @@ import click
 from rbr.data.external import load_gptfuzz, load_xstest
 from rbr.data.io import read_records
 from rbr.data.types import Record
+from rbr.errors import DataError
 
 
 @click.command("train")
@@ -59,7 +60,7 @@ def train_command(
         from rbr.graders.offline.training import train_offline_grader
     except ImportError as error:
         raise click.ClickException(
-            f"training needs scikit-learn and scipy: pip install 'rbr[train]' ({error})"
+            f'training needs scikit-learn and scipy: pip install -e ".[train]" ({error})'
         ) from None
     records: list[Record] = []
     for path in data_paths:
@@ -71,7 +72,13 @@ def train_command(
     if not records:
         raise click.UsageError("give at least one --data, --xstest or --gptfuzz file")
     click.echo(f"training on {len(records)} labelled rows")
-    model = train_offline_grader(records, out=out_path)
+    try:
+        model = train_offline_grader(records, out=out_path)
+    except DataError as error:
+        sources = ", ".join(
+            str(p) for p in (*data_paths, *xstest_paths, *gptfuzz_paths)
+        )
+        raise DataError(sources, None, error.problem) from None
     per_proposition = model.metadata.get("propositions", {})
     rules = sorted(n for n, e in per_proposition.items() if e.get("method") == "rule")
     click.echo(f"wrote {out_path}")

@@ -143,15 +143,16 @@ def train_offline_model(
     """
     options = options or TrainingOptions()
     if not records:
-        raise DataError("<memory>", None, "no training records; pass at least one")
+        raise DataError("training data", None, "no training records; pass at least one")
     matrix = build_matrix(records, propositions, options)
     learned, rules = _choose_methods(matrix, options)
     if not learned:
         raise DataError(
-            "<memory>",
+            "training data",
             None,
-            f"no proposition has {options.min_positives} labelled positives; "
-            "add labelled rows or lower min_positives",
+            f"no proposition has {options.min_positives} labelled positive and "
+            f"{options.min_positives} labelled negative rows; add labelled rows "
+            "(or, in Python, lower TrainingOptions.min_positives)",
         )
     view_logits = out_of_fold_view_logits(matrix, learned, options.views, options.folds)
     if options.select_views:
