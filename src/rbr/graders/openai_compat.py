@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 import numpy as np
@@ -89,6 +89,14 @@ class RequestFailure:
     retryable: bool
     raw: str | None = None
     retry_after: float | None = None
+
+
+class RequestCounter(Protocol):
+    """Counters that :func:`post_json` and :func:`send_with_retries` update."""
+
+    def count_request(self) -> None: ...
+
+    def count_retry(self, cause: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,7 +466,7 @@ async def post_json(
     body: dict[str, Any],
     *,
     api_key: str | None,
-    stats: StatsCounter,
+    stats: RequestCounter,
 ) -> httpx.Response | RequestFailure:
     """POST ``body`` and return the response, whatever its status.
 
@@ -484,7 +492,7 @@ async def send_with_retries(
     limiter: RateLimiter,
     tokens: int,
     limits: RequestLimits,
-    stats: StatsCounter,
+    stats: RequestCounter,
     label: str,
     log: logging.Logger,
 ) -> tuple[T | RequestFailure, int]:

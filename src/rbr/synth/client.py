@@ -10,23 +10,28 @@ returned as a :class:`RequestFailure`, so one bad prompt does not end a run.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
 from rbr.errors import GraderError
-from rbr.graders.openai_compat import ENV_API_KEY, resolve_connection, server_message
+from rbr.graders.openai_compat import (
+    ENV_API_KEY,
+    RequestFailure,
+    post_json,
+    resolve_connection,
+    send_with_retries,
+    server_message,
+)
 from rbr.graders.ratelimit import (
     RateLimiter,
     RequestLimits,
-    backoff_delay,
     estimate_tokens,
     parse_retry_after,
 )
@@ -45,24 +50,6 @@ class ChatReply:
 
     text: str
     finish_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFailure:
-    """The cause of a failed request, and whether a retry may succeed.
-
-    Attributes:
-        reason: ``rate_limited``, ``server_error``, ``timeout``,
-            ``connection_error``, ``malformed_reply`` or ``client_error``.
-        detail: Human-readable explanation with the URL and status.
-        retryable: Whether a retry may succeed.
-        retry_after: Seconds the server asked to wait, when it did.
-    """
-
-    reason: str
-    detail: str
-    retryable: bool
-    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,53 +87,6 @@ class _Counters:
             return SamplerStats(
                 self._requests, dict(self._retries), dict(self._failures)
             )
-
-
-async def send_with_retries(
-    send: Callable[[], Awaitable[T | RequestFailure]],
-    *,
-    limits: RequestLimits,
-    limiter: RateLimiter,
-    tokens: int,
-    describe: str,
-    on_retry: Callable[[str], None] | None = None,
-) -> T | RequestFailure:
-    """Call ``send`` until it succeeds, fails for good or runs out of retries.
-
-    Every call first waits for the rate limiter. Between calls it sleeps the
-    exponential backoff delay, or longer when the server sent ``Retry-After``.
-
-    Args:
-        send: Sends one request and returns its result or a RequestFailure.
-        limits: Retry count and backoff settings.
-        limiter: Rate limiter shared by every request of the client.
-        tokens: Estimated tokens of one request, for the tokens-per-minute limit.
-        describe: Names the request in log messages.
-        on_retry: Called with the failure reason before each retry.
-    """
-    attempts = limits.max_retries + 1
-    attempt = 1
-    while True:
-        await limiter.acquire(tokens)
-        outcome = await send()
-        if not isinstance(outcome, RequestFailure):
-            return outcome
-        if not outcome.retryable or attempt >= attempts:
-            return outcome
-        delay = max(backoff_delay(attempt, limits), outcome.retry_after or 0.0)
-        if on_retry is not None:
-            on_retry(outcome.reason)
-        logger.warning(
-            "retrying %s (attempt %d of %d) in %.2f s after %s: %s",
-            describe,
-            attempt + 1,
-            attempts,
-            delay,
-            outcome.reason,
-            outcome.detail,
-        )
-        await asyncio.sleep(delay)
-        attempt += 1
 
 
 class ChatSampler:
@@ -243,33 +183,29 @@ class ChatSampler:
             "max_tokens": self.max_tokens,
         }
         text = "".join(m["content"] for m in messages)
-        outcome = await send_with_retries(
+        outcome, _ = await send_with_retries(
             lambda: self._send(client, body),
-            limits=self.limits,
             limiter=self._limiter,
             tokens=estimate_tokens(text, max_tokens=self.max_tokens),
-            describe=describe,
-            on_retry=self._counters.count_retry,
+            limits=self.limits,
+            stats=self._counters,
+            label=describe,
+            log=logger,
         )
         if isinstance(outcome, RequestFailure):
-            self._counters.count_failure(outcome.reason)
-            logger.error("%s failed (%s): %s", describe, outcome.reason, outcome.detail)
+            self._counters.count_failure(outcome.cause)
+            logger.error("%s failed (%s): %s", describe, outcome.cause, outcome.detail)
         return outcome
 
     async def _send(
         self, client: httpx.AsyncClient, body: dict[str, Any]
     ) -> ChatReply | RequestFailure:
         url = self.base_url + CHAT_PATH
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._counters.count_request()
-        try:
-            response = await client.post(url, json=body, headers=headers)
-        except httpx.TimeoutException:
-            detail = f"no reply within {self.limits.timeout_s} s from {url}"
-            return RequestFailure("timeout", detail, True)
-        except httpx.TransportError as error:
-            detail = f"connection to {url} failed: {type(error).__name__}: {error}"
-            return RequestFailure("connection_error", detail, True)
+        response = await post_json(
+            client, url, body, api_key=self._api_key, stats=self._counters
+        )
+        if isinstance(response, RequestFailure):
+            return response
         if response.status_code >= 300:
             return self._status_failure(response, url)
         return self._read_reply(response, url)
@@ -280,11 +216,13 @@ class ChatSampler:
         detail = f"HTTP {status} from {url}: {server_message(response)}"
         if status == 429:
             wait = parse_retry_after(response.headers.get("retry-after"))
-            return RequestFailure("rate_limited", detail, True, wait)
+            return RequestFailure(
+                "rate_limited", "rate_limited", detail, True, retry_after=wait
+            )
         if status >= 500:
-            return RequestFailure("server_error", detail, True)
+            return RequestFailure("server_error", "server_error", detail, True)
         if status == 408:
-            return RequestFailure("timeout", detail, True)
+            return RequestFailure("timeout", "timeout", detail, True)
         if status in (401, 403):
             raise SynthError(
                 f"generator: {detail}. Check the API key (--generator-api-key, "
@@ -301,7 +239,7 @@ class ChatSampler:
                 "would likely reject them all: check that it serves chat completions "
                 f"for model {self.model!r} and accepts max_tokens={self.max_tokens}"
             )
-        return RequestFailure("client_error", detail, False)
+        return RequestFailure("client_error", "client_error", detail, False)
 
     def _read_reply(
         self, response: httpx.Response, url: str
@@ -311,10 +249,10 @@ class ChatSampler:
             content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             detail = f"unreadable chat completion from {url}: {response.text[:300]!r}"
-            return RequestFailure("malformed_reply", detail, True)
+            return RequestFailure("malformed_reply", "malformed_reply", detail, True)
         if not isinstance(content, str):
             detail = f"chat completion from {url} has no text content: {content!r}"
-            return RequestFailure("malformed_reply", detail, True)
+            return RequestFailure("malformed_reply", "malformed_reply", detail, True)
         self._any_success = True
         finish_reason = choice.get("finish_reason")
         return ChatReply(
