@@ -62,7 +62,7 @@ class LocalReward:
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"auto"``
             (float32 on CPU, bfloat16 or float16 on CUDA).
         batch_size: Samples per forward pass.
-        max_length: Most tokens per sample; None uses the model config's
+        max_length: Maximum tokens per sample; None uses the model config's
             maximum position count, or :data:`DEFAULT_MAX_LENGTH`.
 
     Raises:

@@ -96,22 +96,24 @@ def category_descriptions(
             names a category the policy lacks.
     """
     known = {normalize_name(name): name for name in policy.content_policy}
-    given = {normalize_name(k): v for k, v in DEFAULT_CATEGORY_DESCRIPTIONS.items()}
+    descriptions = {
+        normalize_name(k): v for k, v in DEFAULT_CATEGORY_DESCRIPTIONS.items()
+    }
     for name, text in (overrides or {}).items():
         if normalize_name(name) not in known:
             raise ClassifierError(
                 f"classifier.category_descriptions: category {name!r} is not in "
                 f"policy {policy.name!r}; it maps {', '.join(map(repr, known.values()))}"
             )
-        given[normalize_name(name)] = str(text)
-    missing = [name for key, name in known.items() if key not in given]
+        descriptions[normalize_name(name)] = str(text)
+    missing = [name for key, name in known.items() if key not in descriptions]
     if missing:
         raise ClassifierError(
             f"classifier.category_descriptions: no description for categories "
             f"{', '.join(map(repr, missing))} of policy {policy.name!r}; add a "
             "one-sentence description of each under classifier.category_descriptions"
         )
-    return {name: given[key] for key, name in known.items()}
+    return {name: descriptions[key] for key, name in known.items()}
 
 
 def render_request(prompt: Sequence[Message], descriptions: Mapping[str, str]) -> str:

@@ -77,8 +77,8 @@ class Router:
             type, or None for a prompt without an RBR term.
 
         Raises:
-            RoutingError: When a field names something the policy lacks, or
-                the two fields disagree.
+            RoutingError: When a field names a type or category that the
+                policy does not define. Also when the two fields disagree.
         """
         prefix = f"{where}: " if where else ""
         mapped: str | None = None

@@ -506,8 +506,8 @@ async def _http_error_response(request: Request, error: Exception) -> Response:
 
 
 async def _unexpected_error_response(request: Request, error: Exception) -> Response:
-    # Starlette calls this for errors outside the scoring handlers (which
-    # answer their own), then re-raises the error so the server logs it.
+    # Starlette calls this for errors outside the scoring handlers, which
+    # build their own responses. It then re-raises the error so the server logs it.
     body = {
         "error": "internal_error",
         "message": f"internal server error ({type(error).__name__})",
