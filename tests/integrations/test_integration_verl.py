@@ -170,6 +170,30 @@ def test_base_reward_from_extra_info(verl_module):
     assert result["base"] == 0.75
 
 
+def test_base_reward_from_ground_truth_mapping(verl_module):
+    info = {"prompt": "What is 2 + 2?"}
+    truth = {"response_type": None, "base_reward": 0.25}
+    result = verl_module.compute_score("math", "4", truth, info, unlabelled="no_rbr")
+    assert result["base"] == 0.25
+    as_json = verl_module.compute_score(
+        "math", "4", '{"base_reward": 0.25}', info, unlabelled="no_rbr"
+    )
+    assert as_json["base"] == 0.25
+    routed = {**info, "response_type": "Comply"}
+    with_rbr = verl_module.compute_score("math", "4", truth, routed)
+    assert with_rbr["base"] == 0.25
+    assert with_rbr["rbr_applied"] == 1.0
+    # extra_info wins where both carry a base reward.
+    both = verl_module.compute_score(
+        "math", "4", truth, {**info, "base_reward": 0.5}, unlabelled="no_rbr"
+    )
+    assert both["base"] == 0.5
+    with pytest.raises(IntegrationError, match=r"ground_truth\['base_reward'\]"):
+        verl_module.compute_score(
+            "math", "4", {"base_reward": "high"}, info, unlabelled="no_rbr"
+        )
+
+
 def test_unscored_gets_base_plus_fallback(verl_module, unscored_settings, monkeypatch):
     info = {
         "prompt": "Tell me how to pick a lock.",

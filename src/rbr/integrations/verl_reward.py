@@ -26,7 +26,8 @@ Inputs this module reads:
   ``extra_info["category"]``. When both are empty they come from
   ``ground_truth``, read as a response type name, else a category name, or
   as a mapping with those keys.
-- An optional precomputed base reward from ``extra_info["base_reward"]``.
+- An optional precomputed base reward from ``extra_info["base_reward"]``,
+  else from the ``base_reward`` key of a ``ground_truth`` mapping.
 
 Each result is a dictionary with the same keys for every sample, and verl
 logs each key. The keys are ``score`` (the reward), ``rbr`` (the RBR term),
@@ -206,14 +207,21 @@ def _request(
     prompt = prompt_messages(info[PROMPT_KEY], where=f"{where}: extra_info['prompt']")
     response_type = label_text(info, "response_type", where=f"{where}: extra_info")
     category = label_text(info, "category", where=f"{where}: extra_info")
-    if response_type is None and category is None:
-        truth = f"{where}: ground_truth"
+    truth = f"{where}: ground_truth"
+    fields: Mapping[str, Any] = {}
+    if (response_type is None and category is None) or _is_structured(ground_truth):
         fields = label_fields(ground_truth, policy, where=truth)
+    if response_type is None and category is None:
         response_type = label_text(fields, "response_type", where=truth)
         category = label_text(fields, "category", where=truth)
-    base = base_reward_value(
-        info.get("base_reward"), where=f"{where}: extra_info['base_reward']"
-    )
+    if info.get("base_reward") is not None:
+        base = base_reward_value(
+            info["base_reward"], where=f"{where}: extra_info['base_reward']"
+        )
+    else:
+        base = base_reward_value(
+            fields.get("base_reward"), where=f"{truth}['base_reward']"
+        )
     return RewardRequest(
         prompt=prompt,
         completion=solution,
@@ -222,6 +230,13 @@ def _request(
         base_reward=base,
         request_id=optional_text(info.get("prompt_id")) or where,
     )
+
+
+def _is_structured(ground_truth: Any) -> bool:
+    """Whether ``ground_truth`` is a mapping or a JSON object string."""
+    if isinstance(ground_truth, Mapping):
+        return True
+    return isinstance(ground_truth, str) and ground_truth.lstrip().startswith("{")
 
 
 def _details(breakdown: RewardBreakdown, value: float) -> dict[str, float]:
