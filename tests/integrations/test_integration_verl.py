@@ -170,7 +170,7 @@ def test_base_reward_from_extra_info(verl_module):
     assert result["base"] == 0.75
 
 
-def test_base_reward_from_ground_truth_mapping(verl_module):
+def test_base_reward_in_ground_truth(verl_module):
     info = {"prompt": "What is 2 + 2?"}
     truth = {"response_type": None, "base_reward": 0.25}
     result = verl_module.compute_score("math", "4", truth, info, unlabelled="no_rbr")
@@ -183,7 +183,7 @@ def test_base_reward_from_ground_truth_mapping(verl_module):
     with_rbr = verl_module.compute_score("math", "4", truth, routed)
     assert with_rbr["base"] == 0.25
     assert with_rbr["rbr_applied"] == 1.0
-    # extra_info wins where both carry a base reward.
+    # extra_info takes precedence when both contain a base reward.
     both = verl_module.compute_score(
         "math", "4", truth, {**info, "base_reward": 0.5}, unlabelled="no_rbr"
     )

@@ -233,7 +233,7 @@ def _request(
 
 
 def _is_structured(ground_truth: Any) -> bool:
-    """Whether ``ground_truth`` is a mapping or a JSON object string."""
+    """Return whether ``ground_truth`` is a mapping or a JSON object string."""
     if isinstance(ground_truth, Mapping):
         return True
     return isinstance(ground_truth, str) and ground_truth.lstrip().startswith("{")
