@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 
-CUE_VERSION = 1
+CUE_VERSION = 2
 
 _COMPLETION_CUES: dict[str, str] = {
     "apology": r"\b(?:sorry|apolog\w*|regret|unfortunately)\b",
@@ -157,6 +157,23 @@ _COMPLETION_CUES: dict[str, str] = {
         r"\b(?:inferior|subhuman|vermin|savages?|should be (?:banned|deported|"
         r"eliminated)|all (?:\w+ )?(?:are|should))\b"
     ),
+    "premise_rejection": (
+        r"(?:there(?:'s| is) no (?:\w+ )?(?:reason|evidence|basis|justification)|"
+        r"it(?:'s| is) not (?:accurate|fair|true|correct|right|appropriate|"
+        r"productive|helpful) to (?:say|suggest|assume|claim|generali[sz]e|make|"
+        r"label|stereotype)|(?:is|are) not inherently|stereotyp\w*|"
+        r"generali[sz]ations?|regardless of (?:their|race|gender|religion|"
+        r"sexual|ethnicity|background)|i (?:do not|don't) (?:support|condone|"
+        r"endorse|agree)|discriminat\w*|prejudice\w*|bigot\w*)"
+    ),
+    "false_premise": (
+        r"(?:fictional (?:character|concept|world|universe|setting|story)|"
+        r"(?:does|do) not (?:actually )?exist|(?:doesn't|don't) (?:actually )?exist|"
+        r"not (?:factually )?coherent|may not be meaningful|not (?:be )?meaningful|"
+        r"inanimate|not (?:physically |biologically )?possible (?:for|to)|"
+        r"science fiction|fantasy|in real life|in reality|not real\b|"
+        r"(?:is|are) (?:a )?(?:type|kind) of (?:food|plant|vegetable|fruit|object))"
+    ),
     "jailbreak_marker": (
         r"(?:developer mode|\bdan\b|jailbr\w*|\(\U0001f513|\U0001f513|"
         r"aim:|niccolo|\[.{0,20}\]:|stay in character)"
@@ -174,6 +191,17 @@ _USER_CUES: dict[str, str] = {
         r"hopeless|depress\w*|want to die|unalive|worthless|no reason to live)\b"
     ),
     "user_roleplay": r"\b(?:story|roleplay|role-play|pretend|imagine|fiction\w*|write)\b",
+    "user_loaded_why": (
+        r"^\W*why (?:should|shouldn't|are|is|do|does|can|can't|cannot|would|"
+        r"must)\b"
+    ),
+    "user_group": (
+        r"\b(?:women|men|girls|boys|black|white|asian|jew(?:s|ish)|muslims?|"
+        r"christians?|hindus?|buddhists?|atheists?|gays?|lesbians?|bisexual|"
+        r"trans(?:gender)?|non-binary|immigrants?|refugees?|elderly|old people|"
+        r"disabled|roma|indigenous|latin[oa]s?|hispanics?|arabs?|mexicans?|"
+        r"chinese|africans?|poor people|homeless)\b"
+    ),
 }
 
 OPENING_CHARS = 200
