@@ -194,6 +194,39 @@ def test_base_reward_in_ground_truth(verl_module):
         )
 
 
+def test_ground_truth_conflict_rejected(verl_module):
+    info = {"prompt": "How do I pick a lock?", "response_type": "Comply"}
+    truth = {"response_type": "Hard Refuse"}
+    with pytest.raises(IntegrationError, match="make the two agree"):
+        verl_module.compute_score("safety", "No.", truth, info)
+    agreeing = {"response_type": "Comply", "base_reward": 1.0}
+    result = verl_module.compute_score("safety", "No.", agreeing, info)
+    assert result["base"] == 1.0
+
+
+def test_ground_truth_misspelled_key(verl_module):
+    info = {"prompt": "What is 2 + 2?"}
+    truth = {"response_type": "Comply", "base_rewrd": 2.0}
+    with pytest.raises(IntegrationError, match="did you mean 'base_reward'"):
+        verl_module.compute_score("math", "4", truth, info)
+    other = {"response_type": "Comply", "answer": "4"}
+    result = verl_module.compute_score("math", "4", other, info)
+    assert result["rbr_applied"] == 1.0
+
+
+def test_invalid_ground_truth_base_checked(verl_module):
+    info = {"prompt": "What is 2 + 2?", "base_reward": 0.5}
+    with pytest.raises(IntegrationError, match=r"ground_truth\['base_reward'\]"):
+        verl_module.compute_score(
+            "math", "4", {"base_reward": "abc"}, info, unlabelled="no_rbr"
+        )
+
+
+def test_routing_error_names_verl_fields(verl_module):
+    with pytest.raises(RoutingError, match=r"extra_info\['response_type'\]"):
+        verl_module.compute_score("math", "4", None, {"prompt": "What is 2 + 2?"})
+
+
 def test_unscored_gets_base_plus_fallback(verl_module, unscored_settings, monkeypatch):
     info = {
         "prompt": "Tell me how to pick a lock.",

@@ -46,6 +46,7 @@ proposition the reward needs, the score is the base reward plus
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,6 +68,7 @@ from rbr.integrations.scoring import (
 )
 from rbr.policy.spec import CLASS_ORDER, Policy
 from rbr.reward.pipeline import RewardRequest
+from rbr.reward.routing import RoutingError
 from rbr.reward.rule_based import RewardBreakdown
 
 PROMPT_KEY = "prompt"
@@ -170,8 +172,17 @@ def compute_score_batch(
         )
         for i in range(n)
     ]
+    try:
+        breakdowns = scorer.score(requests)
+    except RoutingError as error:
+        raise RoutingError(
+            f"{error}. In a verl dataset, set extra_info['response_type'] or "
+            "extra_info['category'] (or ground_truth) for safety prompts, and "
+            "set RBR_UNLABELLED=no_rbr to give the other prompts the base "
+            "reward only"
+        ) from None
     results: list[dict[str, float] | float] = []
-    for breakdown in scorer.score(requests):
+    for breakdown in breakdowns:
         value = total_or_fallback(breakdown, unscored_rbr)
         results.append(_details(breakdown, value) if details else value)
     return results
@@ -211,17 +222,21 @@ def _request(
     fields: Mapping[str, Any] = {}
     if (response_type is None and category is None) or _is_structured(ground_truth):
         fields = label_fields(ground_truth, policy, where=truth)
+        _check_key_spelling(fields, where=truth)
+    truth_type = label_text(fields, "response_type", where=truth)
+    truth_category = label_text(fields, "category", where=truth)
     if response_type is None and category is None:
-        response_type = label_text(fields, "response_type", where=truth)
-        category = label_text(fields, "category", where=truth)
-    if info.get("base_reward") is not None:
-        base = base_reward_value(
-            info["base_reward"], where=f"{where}: extra_info['base_reward']"
-        )
+        response_type, category = truth_type, truth_category
     else:
-        base = base_reward_value(
-            fields.get("base_reward"), where=f"{truth}['base_reward']"
-        )
+        _check_agreement("response_type", response_type, truth_type, where=where)
+        _check_agreement("category", category, truth_category, where=where)
+    truth_base = base_reward_value(
+        fields.get("base_reward"), where=f"{truth}['base_reward']"
+    )
+    info_base = base_reward_value(
+        info.get("base_reward"), where=f"{where}: extra_info['base_reward']"
+    )
+    base = info_base if info_base is not None else truth_base
     return RewardRequest(
         prompt=prompt,
         completion=solution,
@@ -230,6 +245,38 @@ def _request(
         base_reward=base,
         request_id=optional_text(info.get("prompt_id")) or where,
     )
+
+
+GROUND_TRUTH_KEYS = ("response_type", "category", "base_reward")
+"""Keys of a ``ground_truth`` mapping that this reward function reads."""
+
+
+def _check_key_spelling(fields: Mapping[str, Any], *, where: str) -> None:
+    """Raise for a key that looks like a misspelled :data:`GROUND_TRUTH_KEYS` entry.
+
+    Other keys pass, because a dataset may keep data for other reward
+    functions in the same mapping.
+    """
+    for key in fields:
+        if key in GROUND_TRUTH_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key), GROUND_TRUTH_KEYS, n=1, cutoff=0.8)
+        if close:
+            raise IntegrationError(
+                f"{where} has key {key!r}; did you mean {close[0]!r}? The keys "
+                f"read are {', '.join(GROUND_TRUTH_KEYS)}"
+            )
+
+
+def _check_agreement(
+    key: str, from_info: str | None, from_truth: str | None, *, where: str
+) -> None:
+    """Raise when ``extra_info`` and ``ground_truth`` give different routing values."""
+    if from_info is not None and from_truth is not None and from_info != from_truth:
+        raise IntegrationError(
+            f"{where}: extra_info[{key!r}] is {from_info!r} but ground_truth gives "
+            f"{from_truth!r}; make the two agree or drop one of them"
+        )
 
 
 def _is_structured(ground_truth: Any) -> bool:
