@@ -60,6 +60,7 @@ def test_labels_grader_agrees_fully(runner, small_file, tmp_path):
     }
     html = (out / "xstest.html").read_text()
     assert "3-class confusion matrix" in html
+    assert "Note:" not in html
     assert (out / "xstest_rates.png").exists()
 
 
@@ -102,6 +103,8 @@ def test_real_xstest_with_offline_grader(runner, tmp_path):
     data = json.loads((out / "xstest.json").read_text())
     model = data["models"]["gpt4"]
     assert "training data" in data["grader_training_note"]
+    html = (out / "xstest.html").read_text()
+    assert "Note: the offline grader" in html
     assert model["counts"]["rows"] == 450
     assert model["counts"]["human_labelled_rows"] == 450
     assert data["thresholds"]["method"] == "thresholds stored in the grader artifact"

@@ -305,6 +305,8 @@ def xstest_html(
         f"Grader {data['grader_identity']}; thresholds: "
         f"{data['thresholds']['method']} ({used}). Class mapping: {MAPPING_TEXT}"
     )
+    if data.get("grader_training_note"):
+        page.add_paragraph(f"Note: {data['grader_training_note']}")
 
     names = list(results)
     chart_keys = (

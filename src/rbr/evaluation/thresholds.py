@@ -161,8 +161,9 @@ class PropositionThresholds:
         if mismatch and not allow_grader_mismatch:
             raise ThresholdsError(
                 f"thresholds were tuned for grader {self.grader_identity!r}, not "
-                f"{grader_identity!r}; tune thresholds for this grader or allow the "
-                "mismatch explicitly"
+                f"{grader_identity!r}; tune thresholds for this grader ('rbr grader "
+                "eval --thresholds-out') or pass allow_grader_mismatch=True (CLI: "
+                "--allow-grader-mismatch) to use them anyway"
             )
 
 

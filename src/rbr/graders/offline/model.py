@@ -231,20 +231,35 @@ def load_model(path: str | Path) -> tuple[OfflineModel, str]:
     except OSError as error:
         raise ArtifactError(
             f"cannot read offline grader artifact {path}: {error.strerror}; "
-            "pass the path of a file written by train_offline_grader"
+            "pass the path of a file written by 'rbr grader train'"
         ) from None
     digest = hashlib.sha256(data).hexdigest()
+    if not data.startswith(_ZIP_MAGIC):
+        raise ArtifactError(
+            f"{path} is not an offline grader artifact (not an .npz archive); "
+            "pass a file written by 'rbr grader train'"
+        )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         header = json.loads(bytes(arrays["header"]).decode("utf-8"))
     except (ValueError, KeyError, OSError) as error:
         raise ArtifactError(
-            f"{path} is not an offline grader artifact ({error}); "
-            "retrain it with train_offline_grader"
+            f"{path} is not an offline grader artifact "
+            f"({type(error).__name__}: {_first_sentence(error)}); pass a file "
+            "written by 'rbr grader train'"
         ) from None
     _check_header(path, header)
     return _model_from_arrays(arrays, header), digest
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+"""First bytes of a zip archive, which an .npz file is."""
+
+
+def _first_sentence(error: Exception) -> str:
+    """Return the first sentence of an error message, without numpy's advice."""
+    return str(error).split(". ")[0].rstrip(".")
 
 
 def _check_header(path: Path, header: dict[str, Any]) -> None:
