@@ -92,7 +92,7 @@ def test_unreachable_server_fails_with_one_error(runner, tmp_path):
         ],
     )
     assert result.exit_code == 2
-    assert "scored none of the" in result.output
+    assert "could not connect to http://127.0.0.1:9/v1" in result.output
     assert not out.exists()
 
 

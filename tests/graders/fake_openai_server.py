@@ -48,7 +48,9 @@ class Action:
     Attributes:
         kind: ``answer``, ``status`` (an HTTP error), ``sleep`` (answer after
             ``delay_s``, past the client's timeout), ``bad_json`` (a 200 whose
-            body is not JSON) or ``missing_field`` (a 200 without logprobs).
+            body is not JSON), ``missing_field`` (a 200 without logprobs) or
+            ``disconnect`` (close the connection without a reply, which the
+            client sees as a connection error).
         status: HTTP status for ``status``.
         retry_after: ``Retry-After`` header value for ``status``, if any.
         top: Top tokens for ``answer``; None uses the server's default.
@@ -67,6 +69,7 @@ NO_YES_NO = Action(top=NO_YES_NO_TOP)
 BAD_JSON = Action("bad_json")
 MISSING_FIELD = Action("missing_field")
 SERVER_ERROR = Action("status", status=500)
+DISCONNECT = Action("disconnect")
 
 
 def rate_limited(retry_after: str | None = None) -> Action:
@@ -254,7 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         return key, action, position
 
     def _perform(self, action: Action, key: Key, body: dict[str, Any]) -> None:
-        if action.kind == "status":
+        if action.kind == "disconnect":
+            self.close_connection = True
+        elif action.kind == "status":
             headers = {"Retry-After": action.retry_after} if action.retry_after else {}
             error = {"message": f"scripted HTTP {action.status}", "type": "test"}
             self._send_json(action.status, {"error": error}, headers)

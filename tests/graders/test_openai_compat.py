@@ -7,12 +7,15 @@ import email.utils
 import logging
 import math
 import random
+import socket
 import time
 
+import numpy as np
 import pytest
 from fake_openai_server import (
     BAD_JSON,
     DEFAULT_P_YES,
+    DISCONNECT,
     MISSING_FIELD,
     NO_YES_NO,
     SERVER_ERROR,
@@ -26,9 +29,19 @@ from rbr.data.types import Message, Record, Sample
 from rbr.errors import GraderError
 from rbr.graders.base import Unscored
 from rbr.graders.fewshot import FewShotPool
-from rbr.graders.openai_compat import OpenAICompatibleGrader
+from rbr.graders.openai_compat import (
+    OpenAICompatibleGrader,
+    RequestFailure,
+    ServerUnreachableError,
+    connection_failure_limit,
+    describe_stats,
+    invalid_logprob,
+    retry_delay,
+    send_with_retries,
+)
 from rbr.graders.prompts import CHAT_SYSTEM_MESSAGE, build_prefix
 from rbr.graders.ratelimit import (
+    RateLimiter,
     RequestLimits,
     TokenBucket,
     backoff_delay,
@@ -42,6 +55,7 @@ from rbr.graders.replies import (
     parse_completion_reply,
     yes_probability,
 )
+from rbr.graders.runtime import GraderStats, StatsCounter
 from rbr.policy.spec import Proposition
 
 PROPOSITIONS = [
@@ -61,7 +75,9 @@ FAST = RequestLimits(
     timeout_s=0.5,
     max_retries=2,
     backoff_base_s=0.01,
-    backoff_max_s=0.02,
+    # Computed delays stay at 0.01 and 0.02 s with two retries. The higher
+    # maximum lets the scripted Retry-After of 0.3 s through uncapped.
+    backoff_max_s=0.5,
 )
 SLOW_REPLY_S = 1.5
 
@@ -206,14 +222,14 @@ def test_scripted_failures_unscored_reasons(scripted_run: tuple) -> None:
     }
     assert found[(1, "judgement")].reason == "no_yes_no_token"
     assert "Maybe" in (found[(1, "judgement")].raw or "")
-    assert found[(2, "apology")].reason == "http_error"
+    assert found[(2, "apology")].reason == "server_error"
     assert "500" in found[(2, "apology")].detail
     assert found[(2, "judgement")].reason == "timeout"
     assert found[(3, "apology")].reason == "malformed_reply"
     assert found[(3, "apology")].sample_id == "s3"
     assert result.reasons() == {
         "no_yes_no_token": 1,
-        "http_error": 1,
+        "server_error": 1,
         "timeout": 1,
         "malformed_reply": 1,
     }
@@ -555,3 +571,296 @@ def test_completion_reply_malformed() -> None:
         parse_completion_reply(
             {"choices": [{"text": "x", "logprobs": {"top_logprobs": []}}]}
         )
+
+
+def free_port() -> int:
+    """Return a port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dead_port_fails_fast() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    grader = OpenAICompatibleGrader(model="m", base_url=url, limits=FAST)
+    seen: list[tuple[int, str, object]] = []
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachableError) as raised:
+        grader.grade(
+            make_samples(10),
+            PROPOSITIONS,
+            on_result=lambda i, n, v: seen.append((i, n, v)),
+        )
+    elapsed = time.monotonic() - started
+    message = str(raised.value)
+    assert elapsed < 3.0
+    assert f"could not connect to {url}" in message
+    assert "Start the server" in message
+    assert "--base-url" in message
+    assert len(seen) == 30
+    assert all(isinstance(v, Unscored) for _, _, v in seen)
+    assert {v.reason for _, _, v in seen} == {"connection_error"}
+    limit = connection_failure_limit(FAST)
+    attempts = FAST.max_retries + 1
+    # The first wave of cells runs every attempt, later cells are not sent.
+    assert grader.stats.requests_sent <= (limit + FAST.max_concurrency) * attempts
+    assert grader.stats.unscored == {"connection_error": 30}
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "limit"), [(1, 2), (2, 2), (4, 4), (8, 8), (64, 8)]
+)
+def test_connection_failure_limit_values(concurrency: int, limit: int) -> None:
+    limits = RequestLimits(max_concurrency=concurrency)
+    assert connection_failure_limit(limits) == limit
+
+
+def test_scattered_connection_errors_keep_going() -> None:
+    # Three failing cells never reach the limit of four in a row.
+    script = {
+        ("0", "apology"): [DISCONNECT] * 3,
+        ("2", "judgement"): [DISCONNECT] * 3,
+        ("3", "disclaimer"): [DISCONNECT] * 3,
+    }
+    with FakeOpenAIServer(NAMES, script=script) as server:
+        grader = make_grader(server)
+        result = grader.grade(make_samples(5), PROPOSITIONS)
+        assert len(server.requests) == 12 + 3 * 3
+    assert connection_failure_limit(FAST) == 4
+    assert result.reasons() == {"connection_error": 3}
+    assert grader.stats.retries == {"connection_error": 6}
+    failed = next(u for u in result.unscored if u.sample_index == 0)
+    assert server.url in failed.detail
+    assert "after 3 attempts" in failed.detail
+    assert int((~np.isnan(result.probabilities)).sum()) == 12
+
+
+def test_outage_mid_run_stops_sending() -> None:
+    samples = make_samples(12)
+    script = {(str(i), name): [DISCONNECT] * 3 for i in range(2, 12) for name in NAMES}
+    seen: dict[tuple[int, str], object] = {}
+    limits = RequestLimits(
+        max_concurrency=1, timeout_s=2.0, max_retries=2, backoff_base_s=0.01
+    )
+    with FakeOpenAIServer(NAMES, script=script) as server:
+        grader = make_grader(server, limits=limits)
+        with pytest.raises(ServerUnreachableError, match="2 cells in a row"):
+            grader.grade(
+                samples,
+                PROPOSITIONS,
+                on_result=lambda i, n, v: seen.__setitem__((i, n), v),
+            )
+        sent = len(server.requests)
+    assert sent == 6 + 2 * 3
+    assert len(seen) == 36
+    for i in range(2):
+        for name in NAMES:
+            assert seen[(i, name)] == pytest.approx(DEFAULT_P_YES)
+    not_sent = [v for v in seen.values() if isinstance(v, Unscored)]
+    assert len(not_sent) == 30
+    assert all(u.reason == "connection_error" for u in not_sent)
+    assert sum("not sent" in u.detail for u in not_sent) == 28
+
+
+def test_connect_timeout_counts_as_connection_error() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers: list[socket.socket] = []
+    try:
+        # Fill the accept queue of a listener that never accepts, so that
+        # further connection attempts time out.
+        for _ in range(4):
+            filler = socket.socket()
+            filler.settimeout(0.3)
+            try:
+                filler.connect(listener.getsockname())
+            except OSError:
+                filler.close()
+                break
+            fillers.append(filler)
+        else:
+            pytest.skip("this system accepts connections beyond a full backlog")
+        port = listener.getsockname()[1]
+        limits = RequestLimits(
+            max_concurrency=2, timeout_s=0.2, max_retries=1, backoff_base_s=0.01
+        )
+        grader = OpenAICompatibleGrader(
+            model="m", base_url=f"http://127.0.0.1:{port}/v1", limits=limits
+        )
+        with pytest.raises(ServerUnreachableError, match="timed out"):
+            grader.grade(make_samples(2), PROPOSITIONS)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    # Both cells of the first wave retried once; a third cell may have
+    # started before the call stopped.
+    assert grader.stats.retries["connection_error"] >= 2
+    assert grader.stats.unscored == {"connection_error": 6}
+
+
+@pytest.mark.parametrize(
+    ("header", "capped"),
+    [
+        ("3600", True),
+        ("1e400", False),
+        ("inf", False),
+        ("nan", False),
+        ("-5", False),
+        (email.utils.formatdate(time.time() + 86_400, usegmt=True), True),
+    ],
+)
+def test_retry_after_capped_or_ignored(
+    header: str, capped: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = {("0", "apology"): [rate_limited(header)]}
+    limits = RequestLimits(
+        max_concurrency=2,
+        timeout_s=2.0,
+        max_retries=1,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+    )
+    started = time.monotonic()
+    with (
+        caplog.at_level(logging.WARNING, logger="rbr.graders.openai_compat"),
+        FakeOpenAIServer(NAMES, script=script) as server,
+    ):
+        result = make_grader(server, limits=limits).grade(make_samples(1), PROPOSITIONS)
+        assert server.count(("0", "apology")) == 2
+    assert time.monotonic() - started < 2.0
+    assert result.unscored == []
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.msg]
+    assert len(retries) == 1
+    assert ("capped" in retries[0]) is capped
+
+
+def test_retry_delay_bounds() -> None:
+    limits = RequestLimits(backoff_base_s=0.1, backoff_max_s=2.0)
+    assert retry_delay(1, limits, 3600.0) == (2.0, 3600.0)
+    assert retry_delay(1, limits, 1.5) == (1.5, None)
+    for ignored in (None, math.inf, math.nan, -5.0, 0.0):
+        delay, capped = retry_delay(1, limits, ignored)
+        assert 0.05 <= delay <= 0.1
+        assert capped is None
+
+
+BAD_TOPS = {
+    "plus_infinity": [(" Yes", math.inf), (" no", math.log(0.5))],
+    "positive": [(" Yes", 0.5), (" no", math.log(0.5))],
+    "nan": [(" Yes", math.log(0.5)), (" no", math.nan)],
+}
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+@pytest.mark.parametrize("case", sorted(BAD_TOPS))
+def test_invalid_logprobs_unscored(case: str, endpoint: str) -> None:
+    script = {("0", "apology"): [Action(top=BAD_TOPS[case])] * 3}
+    with FakeOpenAIServer(NAMES, script=script) as server:
+        grader = make_grader(server, endpoint=endpoint, top_logprobs=5)
+        result = grader.grade(make_samples(2), PROPOSITIONS)
+        assert server.count(("0", "apology")) == 3
+    assert len(result.unscored) == 1
+    failed = result.unscored[0]
+    assert (failed.sample_index, failed.proposition) == (0, "apology")
+    assert failed.reason == "malformed_reply"
+    assert failed.raw is not None
+    assert '"choices"' in failed.raw
+    assert math.isnan(result.probabilities[0, 0])
+    assert int(np.isnan(result.probabilities).sum()) == 1
+    assert grader.stats.retries == {"malformed_reply": 2}
+
+
+def test_edge_logprobs_accepted() -> None:
+    tops = {
+        ("0", "apology"): [(" Yes", 5e-7), (" no", math.log(0.5))],
+        ("0", "judgement"): [(" Yes", -math.inf), (" no", math.log(0.5))],
+    }
+    names = ["apology", "judgement"]
+    with FakeOpenAIServer(names, top_for=lambda key: tops[key]) as server:
+        result = make_grader(server).grade(make_samples(1), PROPOSITIONS[:2])
+    assert result.unscored == []
+    assert result.probabilities[0, 0] == pytest.approx(1 / 1.5, abs=1e-6)
+    assert result.probabilities[0, 1] == 0.0
+
+
+def test_invalid_logprob_finds_first() -> None:
+    assert invalid_logprob([("yes", -0.1), ("no", -math.inf)]) is None
+    assert invalid_logprob([("yes", 1e-6)]) is None
+    assert invalid_logprob([("yes", -0.1), ("no", 2e-6)]) == ("no", 2e-6)
+    assert invalid_logprob([("no", math.inf)]) == ("no", math.inf)
+    token, value = invalid_logprob([("yes", math.nan)])
+    assert token == "yes"
+    assert math.isnan(value)
+
+
+SUMMARY_SCRIPT = {
+    ("0", "apology"): [rate_limited("0"), SERVER_ERROR],
+    ("0", "judgement"): [rate_limited()] * 3,
+    ("1", "apology"): [SERVER_ERROR] * 3,
+}
+
+
+def test_summary_counts_by_reason(caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="rbr.graders.openai_compat"),
+        FakeOpenAIServer(NAMES, script=SUMMARY_SCRIPT) as server,
+    ):
+        grader = make_grader(server)
+        first = grader.grade(make_samples(2), PROPOSITIONS)
+        second = grader.grade(make_samples(2), PROPOSITIONS)
+    assert first.reasons() == {"rate_limited": 1, "server_error": 1}
+    assert second.unscored == []
+    stats = grader.stats
+    assert stats.requests_sent == 12 + 6
+    assert stats.retries == {"rate_limited": 3, "server_error": 3}
+    assert stats.unscored == {"rate_limited": 1, "server_error": 1}
+    summaries = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and r.msg.startswith("graded")
+    ]
+    assert len(summaries) == 2
+    assert summaries[0].endswith(
+        "12 requests sent, 6 retries (rate_limited 3, server_error 3), "
+        "2 cells unscored (rate_limited 1, server_error 1)"
+    )
+    assert summaries[1].endswith("6 requests sent, 0 retries, 0 cells unscored")
+    assert server.url in summaries[0]
+
+
+def test_describe_stats_line() -> None:
+    stats = GraderStats(5, {"timeout": 1}, {})
+    assert describe_stats(stats) == (
+        "5 requests sent, 1 retries (timeout 1), 0 cells unscored"
+    )
+
+
+def test_stop_event_ends_retry_wait() -> None:
+    limits = RequestLimits(max_retries=1, backoff_base_s=10.0, backoff_max_s=10.0)
+    failure = RequestFailure("connection_error", "connection_error", "refused", True)
+    calls: list[float] = []
+
+    async def send() -> RequestFailure:
+        calls.append(time.monotonic())
+        return failure
+
+    async def run() -> tuple[object, int]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        return await send_with_retries(
+            send,
+            limiter=RateLimiter(requests_per_minute=None, tokens_per_minute=None),
+            tokens=1,
+            limits=limits,
+            stats=StatsCounter(),
+            label="test request",
+            log=logging.getLogger("test"),
+            stop=stop,
+        )
+
+    outcome, attempts = asyncio.run(run())
+    assert outcome is failure
+    assert attempts == 2
+    assert calls[1] - calls[0] < 1.0

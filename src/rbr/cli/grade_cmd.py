@@ -21,6 +21,8 @@ from rbr.cli.common import (
 from rbr.data.io import write_jsonl
 from rbr.data.types import Record
 from rbr.fitting.grading import GradedRecords, grade_records
+from rbr.graders.base import Grader
+from rbr.graders.runtime import GraderStats
 
 
 @click.command("grade")
@@ -69,11 +71,21 @@ def grade_command(
     )
     count = write_jsonl(out_path, graded_rows(graded, grader.identity))
     click.echo(f"graded {count} rows with {grader.identity} -> {out_path}")
+    echo_request_stats(grader)
     if n_unscored:
         click.echo(
             f"warning: {n_unscored} proposition cells unscored (see 'unscored')",
             err=True,
         )
+
+
+def echo_request_stats(grader: Grader) -> None:
+    """Print the request counters of an HTTP grader, behind a cache or not."""
+    stats = getattr(getattr(grader, "inner", grader), "stats", None)
+    if isinstance(stats, GraderStats):
+        from rbr.graders.openai_compat import describe_stats
+
+        click.echo(f"grader requests: {describe_stats(stats)}")
 
 
 def graded_rows(

@@ -10,18 +10,25 @@ prefix once.
 
 Requests run on an asyncio event loop with ``max_concurrency`` workers,
 client-side request and token rate limits, per-request timeouts and retries with
-exponential backoff on 429 (honouring ``Retry-After``), 5xx, timeouts,
-connection errors and malformed replies. A cell that never gets a usable
-reply becomes an :class:`~rbr.graders.base.Unscored` entry. Errors that would
-fail every request (401, 403, 404, and a 400 before any request succeeded)
-raise :class:`~rbr.errors.GraderError` at once.
+exponential backoff on 429 (honouring ``Retry-After`` up to ``backoff_max_s``),
+5xx, timeouts, connection errors and malformed replies. A cell that never gets
+a usable reply becomes an :class:`~rbr.graders.base.Unscored` entry whose
+reason is ``rate_limited``, ``server_error``, ``timeout``,
+``connection_error``, ``malformed_reply``, ``no_yes_no_token`` or
+``http_error`` (any other 4xx status). Errors that would fail every request
+(401, 403, 404, and a 400 before any request succeeded) raise
+:class:`~rbr.errors.GraderError` at once. When several cells in a row fail to
+connect even after their retries, the call stops sending and raises
+:class:`ServerUnreachableError` (see :func:`connection_failure_limit`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +72,15 @@ ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_API_KEY = "OPENAI_API_KEY"
 ENDPOINTS: dict[str, str] = {"chat": "/chat/completions", "completions": "/completions"}
 
+CONNECTION_FAILURE_LIMIT = 8
+"""Largest number of cells in a row that may fail to connect before a call stops.
+
+See :func:`connection_failure_limit` for the limit a grader actually uses.
+"""
+
+LOGPROB_TOLERANCE = 1e-6
+"""Largest positive log probability accepted, which allows rounding errors near 0."""
+
 Endpoint = Literal["chat", "completions"]
 ResultCallback = Callable[[int, str, "float | Unscored"], None]
 """Called with (sample index, proposition name, probability or Unscored) per cell."""
@@ -76,7 +92,8 @@ class RequestFailure:
 
     Attributes:
         cause: Key of the retry counter, such as ``timeout`` or ``rate_limited``.
-        reason: Key of the unscored counter, coarser than ``cause``.
+        reason: Key of the unscored counter. The grader uses ``cause``,
+            except ``http_error`` for a 4xx status that is not retried.
         detail: Message for logs, naming the URL or the reply.
         retryable: Whether another attempt may succeed.
         raw: Reply text or server message kept with an unscored entry.
@@ -97,6 +114,79 @@ class RequestCounter(Protocol):
     def count_request(self) -> None: ...
 
     def count_retry(self, cause: str) -> None: ...
+
+
+class ServerUnreachableError(GraderError):
+    """The grader could not connect to the server for several cells in a row."""
+
+
+def connection_failure_limit(limits: RequestLimits) -> int:
+    """Return how many cells in a row may fail to connect before a call stops.
+
+    A cell counts when every attempt, retries included, failed to connect.
+    The limit is ``max_concurrency`` capped at
+    :data:`CONNECTION_FAILURE_LIMIT` and at least 2. When the server is down,
+    the first ``max_concurrency`` cells fail together, so the call stops
+    after one retry schedule. One failing cell alone never stops a call.
+    """
+    return min(CONNECTION_FAILURE_LIMIT, max(2, limits.max_concurrency))
+
+
+class _ConnectionWatch:
+    """Count cells in a row whose final outcome was a connection error.
+
+    Any other final outcome, such as a reply or an HTTP error status, resets
+    the count, so scattered failures in a healthy run do not stop it. All
+    calls happen on one event loop thread.
+    """
+
+    def __init__(self, limit: int, base_url: str) -> None:
+        self.limit = limit
+        self.failures_in_row = 0
+        self.last_detail = ""
+        self.stop = asyncio.Event()
+        self.not_sent = RequestFailure(
+            "connection_error",
+            "connection_error",
+            f"not sent: could not connect to {base_url}, so the call stopped",
+            retryable=False,
+        )
+
+    @property
+    def stopped(self) -> bool:
+        return self.failures_in_row >= self.limit
+
+    def observe(self, outcome: object) -> None:
+        """Count a cell's final outcome, unless the call has already stopped."""
+        if self.stopped or outcome is self.not_sent:
+            return
+        if isinstance(outcome, RequestFailure) and outcome.cause == "connection_error":
+            self.failures_in_row += 1
+            self.last_detail = outcome.detail
+            if self.stopped:
+                self.stop.set()
+        else:
+            self.failures_in_row = 0
+
+
+class _CallCounter:
+    """Counters of one grade call that also update the grader's own counters."""
+
+    def __init__(self, shared: StatsCounter) -> None:
+        self.shared = shared
+        self.call = StatsCounter()
+
+    def count_request(self) -> None:
+        self.shared.count_request()
+        self.call.count_request()
+
+    def count_retry(self, cause: str) -> None:
+        self.shared.count_retry(cause)
+        self.call.count_retry(cause)
+
+    def count_unscored(self, reason: str) -> None:
+        self.shared.count_unscored(reason)
+        self.call.count_unscored(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +341,9 @@ class OpenAICompatibleGrader(Grader):
                 is finished, scored or not, so callers can store it at once.
 
         Raises:
+            ServerUnreachableError: When :func:`connection_failure_limit`
+                cells in a row could not connect. Before it is raised, the
+                cells not yet sent are reported to ``on_result`` as unscored.
             GraderError: On a reply that means every request will fail (bad
                 key, unknown model or URL, rejected request format).
         """
@@ -272,9 +365,32 @@ class OpenAICompatibleGrader(Grader):
                 on_result(cell.sample_index, cell.proposition.name, outcome)
 
         cells = self._cells(samples, propositions)
-        await self._run_workers(cells, record)
+        watch = _ConnectionWatch(connection_failure_limit(self.limits), self.base_url)
+        counter = _CallCounter(self._stats)
+        try:
+            await self._run_workers(cells, record, watch, counter)
+        finally:
+            logger.info(
+                "graded %d samples x %d propositions at %s: %s",
+                len(samples),
+                len(names),
+                self.base_url,
+                describe_stats(counter.call.snapshot()),
+            )
+        if watch.stopped:
+            raise ServerUnreachableError(self._unreachable_message(watch))
         unscored.sort(key=lambda u: (u.sample_index, columns[u.proposition]))
         return GradeResult(names, values, unscored)
+
+    def _unreachable_message(self, watch: _ConnectionWatch) -> str:
+        attempts = self.limits.max_retries + 1
+        return (
+            f"could not connect to {self.base_url}: {watch.failures_in_row} cells in "
+            f"a row failed to connect after {attempts} attempt{'s' * (attempts > 1)} "
+            f"each (last error: {watch.last_detail}), so the remaining cells were "
+            "not sent. Start the server, or fix the base URL (--base-url or "
+            f"${ENV_BASE_URL})"
+        )
 
     def _cells(
         self, samples: Sequence[Sample], propositions: Sequence[Proposition]
@@ -287,12 +403,16 @@ class OpenAICompatibleGrader(Grader):
                 yield _Cell(index, sample, proposition, text)
 
     async def _run_workers(
-        self, cells: Iterator[_Cell], record: Callable[[_Cell, float | Unscored], None]
+        self,
+        cells: Iterator[_Cell],
+        record: Callable[[_Cell, float | Unscored], None],
+        watch: _ConnectionWatch,
+        counter: _CallCounter,
     ) -> None:
         """Grade ``cells`` with ``max_concurrency`` workers sharing one client."""
 
         async def grade(client: httpx.AsyncClient, cell: _Cell) -> None:
-            record(cell, await self._grade_cell(client, cell))
+            record(cell, await self._grade_cell(client, cell, watch, counter))
 
         await run_workers(cells, grade, self.limits)
 
@@ -311,35 +431,62 @@ class OpenAICompatibleGrader(Grader):
         return body
 
     async def _grade_cell(
-        self, client: httpx.AsyncClient, cell: _Cell
+        self,
+        client: httpx.AsyncClient,
+        cell: _Cell,
+        watch: _ConnectionWatch,
+        counter: _CallCounter,
     ) -> float | Unscored:
-        """Send one cell's request, retry transient failures and return the grade."""
+        """Send one cell's request, retry transient failures and return the grade.
+
+        Once ``watch`` has stopped the call, no request is sent, and a cell
+        waiting to retry gives up at its next attempt.
+        """
+        if watch.stopped:
+            return self._unscored(cell, watch.not_sent, 0, counter)
         body = self._request_body(cell.text)
+
+        async def send() -> float | RequestFailure:
+            if watch.stopped:
+                return watch.not_sent
+            return await self._send(client, body, counter)
+
         outcome, attempts = await send_with_retries(
-            lambda: self._send(client, body),
+            send,
             limiter=self._limiter,
             tokens=estimate_tokens(CHAT_SYSTEM_MESSAGE + cell.text),
             limits=self.limits,
-            stats=self._stats,
+            stats=counter,
             label=f"sample {cell.label} proposition {cell.proposition.name}",
             log=logger,
+            stop=watch.stop,
         )
+        watch.observe(outcome)
+        if outcome is watch.not_sent:
+            return self._unscored(cell, outcome, 0, counter)
         if isinstance(outcome, RequestFailure):
-            return self._unscored(cell, outcome, attempts)
+            return self._unscored(cell, outcome, attempts, counter)
         return outcome
 
     def _unscored(
-        self, cell: _Cell, failure: RequestFailure, attempts: int
+        self,
+        cell: _Cell,
+        failure: RequestFailure,
+        attempts: int,
+        counter: _CallCounter,
     ) -> Unscored:
-        self._stats.count_unscored(failure.reason)
-        detail = f"{failure.detail} (after {attempts} attempt{'s' * (attempts > 1)})"
-        logger.error(
-            "sample %s proposition %s unscored (%s): %s",
-            cell.label,
-            cell.proposition.name,
-            failure.reason,
-            detail,
-        )
+        """Count and log an unscored cell. With ``attempts`` 0 it is only counted."""
+        counter.count_unscored(failure.reason)
+        detail = failure.detail
+        if attempts > 0:
+            detail += f" (after {attempts} attempt{'s' * (attempts > 1)})"
+            logger.error(
+                "sample %s proposition %s unscored (%s): %s",
+                cell.label,
+                cell.proposition.name,
+                failure.reason,
+                detail,
+            )
         return Unscored(
             cell.sample_index,
             cell.proposition.name,
@@ -350,7 +497,7 @@ class OpenAICompatibleGrader(Grader):
         )
 
     async def _send(
-        self, client: httpx.AsyncClient, body: dict[str, Any]
+        self, client: httpx.AsyncClient, body: dict[str, Any], counter: _CallCounter
     ) -> float | RequestFailure:
         """Send one request and return P(yes) or why there is none.
 
@@ -359,7 +506,7 @@ class OpenAICompatibleGrader(Grader):
         """
         url = self.base_url + ENDPOINTS[self.endpoint]
         response = await post_json(
-            client, url, body, api_key=self._api_key, stats=self._stats
+            client, url, body, api_key=self._api_key, stats=counter
         )
         if isinstance(response, RequestFailure):
             return response
@@ -375,10 +522,10 @@ class OpenAICompatibleGrader(Grader):
         if status == 429:
             wait = parse_retry_after(response.headers.get("retry-after"))
             return RequestFailure(
-                "rate_limited", "http_error", detail, True, message, wait
+                "rate_limited", "rate_limited", detail, True, message, wait
             )
         if status >= 500:
-            return RequestFailure("server_error", "http_error", detail, True, message)
+            return RequestFailure("server_error", "server_error", detail, True, message)
         if status == 408:
             return RequestFailure("timeout", "timeout", detail, True, message)
         if status in (401, 403):
@@ -408,11 +555,15 @@ class OpenAICompatibleGrader(Grader):
                 else parse_completion_reply(body)
             )
         except (ValueError, MalformedReplyError) as error:
-            detail = f"unreadable reply: {error}"
-            raw = response.text[:2000]
-            return RequestFailure(
-                "malformed_reply", "malformed_reply", detail, True, raw
+            return _malformed(f"unreadable reply: {error}", response)
+        invalid = invalid_logprob(first.top)
+        if invalid is not None:
+            token, logprob = invalid
+            detail = (
+                f"invalid log probability {logprob!r} for token {token!r}: a log "
+                f"probability must be a number no greater than 0 (or -inf)"
             )
+            return _malformed(detail, response)
         self._any_success = True
         probability = yes_probability(first.top)
         if probability is None:
@@ -423,10 +574,52 @@ class OpenAICompatibleGrader(Grader):
             return RequestFailure(
                 "no_yes_no_token", "no_yes_no_token", detail, False, first.describe()
             )
+        # Valid log probabilities always give a value in [0, 1]. This check
+        # keeps any NaN out of the results, where it would look unscored but
+        # have no Unscored entry.
+        if not 0.0 <= probability <= 1.0:
+            return _malformed(f"P(yes) is {probability!r}, not in [0, 1]", response)
         return probability
 
     def close(self) -> None:
         """Nothing to release: each grade call opens and closes its own client."""
+
+
+def invalid_logprob(top: Iterable[tuple[str, float]]) -> tuple[str, float] | None:
+    """Return the first (token, logprob) pair with an invalid logprob, if any.
+
+    NaN, +inf and values above :data:`LOGPROB_TOLERANCE` are invalid, because
+    they would turn P(yes) into NaN or make one token's probability exceed 1.
+    -inf is log(0) and stays valid.
+    """
+    for token, logprob in top:
+        if math.isnan(logprob) or logprob > LOGPROB_TOLERANCE:
+            return token, logprob
+    return None
+
+
+def _malformed(detail: str, response: httpx.Response) -> RequestFailure:
+    """Return a retryable failure that keeps the start of the reply body."""
+    raw = response.text[:2000]
+    return RequestFailure("malformed_reply", "malformed_reply", detail, True, raw)
+
+
+def describe_stats(stats: GraderStats) -> str:
+    """Return request, retry and unscored counters as one line of text."""
+    retries = sum(stats.retries.values())
+    unscored = sum(stats.unscored.values())
+    return (
+        f"{stats.requests_sent} requests sent, {retries} retries"
+        f"{_by_reason(stats.retries)}, {unscored} cells unscored"
+        f"{_by_reason(stats.unscored)}"
+    )
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    parts = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+    return f" ({parts})"
 
 
 async def run_workers(
@@ -471,19 +664,29 @@ async def post_json(
     """POST ``body`` and return the response, whatever its status.
 
     A timeout or connection error is returned as a retryable
-    :class:`RequestFailure` (cause ``timeout`` or ``connection_error``).
+    :class:`RequestFailure` (cause ``timeout`` or ``connection_error``). A
+    connect timeout counts as a connection error, since no server accepted it.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     stats.count_request()
     try:
         return await client.post(url, json=body, headers=headers)
+    except httpx.ConnectTimeout:
+        detail = f"connection to {url} timed out after {client.timeout.connect} s"
+        return _connection_failure(detail)
     except httpx.TimeoutException:
         timeout = client.timeout.read
         detail = f"no reply within {timeout} s from {url}"
         return RequestFailure("timeout", "timeout", detail, retryable=True)
     except httpx.TransportError as error:
         detail = f"connection to {url} failed: {type(error).__name__}: {error}"
-        return RequestFailure("connection_error", "http_error", detail, retryable=True)
+        return _connection_failure(detail)
+
+
+def _connection_failure(detail: str) -> RequestFailure:
+    return RequestFailure(
+        "connection_error", "connection_error", detail, retryable=True
+    )
 
 
 async def send_with_retries(
@@ -495,12 +698,15 @@ async def send_with_retries(
     stats: RequestCounter,
     label: str,
     log: logging.Logger,
+    stop: asyncio.Event | None = None,
 ) -> tuple[T | RequestFailure, int]:
     """Call ``send`` until it succeeds, fails for good or runs out of retries.
 
     Each attempt first waits for the rate limiter. A retryable failure waits
-    the exponential backoff of ``limits``, or the server's ``Retry-After``
-    when that is longer, and is counted and logged with ``label``.
+    the delay from :func:`retry_delay`, and is counted and logged with
+    ``label``.
+    Setting ``stop`` ends that wait early, and ``send`` decides what the
+    next attempt does.
 
     Returns:
         The last outcome and the number of attempts made.
@@ -514,19 +720,51 @@ async def send_with_retries(
             return outcome, attempt
         if not outcome.retryable or attempt >= attempts:
             return outcome, attempt
-        delay = max(backoff_delay(attempt, limits), outcome.retry_after or 0.0)
+        delay, capped = retry_delay(attempt, limits, outcome.retry_after)
         stats.count_retry(outcome.cause)
         log.warning(
-            "retrying %s (attempt %d of %d) in %.2f s after %s: %s",
+            "retrying %s (attempt %d of %d) in %.2f s after %s%s: %s",
             label,
             attempt + 1,
             attempts,
             delay,
             outcome.cause,
+            "" if capped is None else f" (Retry-After {capped:g} s capped)",
             outcome.detail,
         )
-        await asyncio.sleep(delay)
+        await _sleep_unless(stop, delay)
         attempt += 1
+
+
+async def _sleep_unless(stop: asyncio.Event | None, delay: float) -> None:
+    """Sleep ``delay`` seconds, or less when ``stop`` is set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(delay)
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+
+
+def retry_delay(
+    attempt: int, limits: RequestLimits, retry_after: float | None
+) -> tuple[float, float | None]:
+    """Return the wait before retry ``attempt`` and the ``Retry-After`` it capped.
+
+    The wait is the exponential backoff of ``limits``, or the server's
+    ``Retry-After`` in seconds when that is longer, but at most
+    ``backoff_max_s``, so a server cannot stall a run for an hour. A
+    ``Retry-After`` that is NaN, infinite or negative is ignored.
+
+    Returns:
+        The wait in seconds, and the requested ``Retry-After`` when it was
+        longer than ``backoff_max_s`` (else None).
+    """
+    delay = backoff_delay(attempt, limits)
+    if retry_after is None or not math.isfinite(retry_after) or retry_after <= delay:
+        return delay, None
+    if retry_after > limits.backoff_max_s:
+        return max(delay, limits.backoff_max_s), retry_after
+    return retry_after, None
 
 
 def server_message(response: httpx.Response) -> str:

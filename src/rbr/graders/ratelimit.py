@@ -41,8 +41,8 @@ class RequestLimits:
         timeout_s: Seconds one HTTP request may take, connection included.
         max_retries: Retries after the first attempt of one request.
         backoff_base_s: Delay before the first retry; it doubles every retry.
-        backoff_max_s: Largest computed delay between retries. A longer
-            ``Retry-After`` from the server is still honoured.
+        backoff_max_s: Largest delay between retries, a server's
+            ``Retry-After`` included.
     """
 
     max_concurrency: int = 8
