@@ -356,3 +356,65 @@ def test_inference_needs_only_numpy() -> None:
     ).stdout.strip()
 
     assert output == ""
+
+
+def test_training_reports_progress() -> None:
+    lines: list[str] = []
+
+    train_offline_model(_tiny_records(), options=TINY_OPTIONS, progress=lines.append)
+
+    text = "\n".join(lines)
+    assert lines[0].startswith("features of 34 rows built in")
+    assert "apology: 32 labelled rows, 16 positive: logistic regression" in lines
+    assert "judgement: 0 labelled rows, 0 positive: constant probability" in text
+    assert "insulting_language: 0 labelled rows, 0 positive: cue rule" in text
+    views = [line for line in lines if "out-of-fold predictions" in line]
+    assert len(views) == 2
+    assert "view 'word' (1/2)" in views[0]
+    assert "view 'cues' (2/2)" in views[1]
+    assert sum(line.startswith("final fit on all 34 rows") for line in lines) == 2
+    assert lines[-1].startswith("thresholds tuned; training took")
+
+
+def test_training_logs_progress_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="rbr.graders.offline.training"):
+        train_offline_model(_tiny_records(), options=TINY_OPTIONS)
+
+    assert "apology: 32 labelled rows, 16 positive: logistic regression" in caplog.text
+    assert "thresholds tuned" in caplog.text
+
+
+def test_view_by_view_fits_equal_joint_fits() -> None:
+    from rbr.graders.offline.stage1 import fit_views, out_of_fold_view_logits
+    from rbr.graders.offline.training import (
+        _choose_methods,
+        _final_fits,
+        _out_of_fold_logits,
+    )
+
+    matrix = build_matrix(_tiny_records(), PROPOSITIONS, TINY_OPTIONS)
+    learned, _ = _choose_methods(matrix, TINY_OPTIONS)
+    rows = np.arange(matrix.n_rows)
+
+    joint_logits = out_of_fold_view_logits(
+        matrix, learned, TINY_OPTIONS.views, TINY_OPTIONS.folds
+    )
+    joint_fits = fit_views(matrix, learned, rows, TINY_OPTIONS.views)
+    logits = _out_of_fold_logits(matrix, learned, TINY_OPTIONS, lambda _: None, 0.0)
+    fits = _final_fits(matrix, learned, TINY_OPTIONS, lambda _: None, 0.0)
+
+    np.testing.assert_array_equal(logits, joint_logits)
+    np.testing.assert_array_equal(fits.weights, joint_fits.weights)
+    np.testing.assert_array_equal(fits.intercepts, joint_fits.intercepts)
+
+
+def test_training_stores_content_keys(tiny_model_path: Path) -> None:
+    from rbr.graders.offline.training import CONTENT_KEY_DIGITS
+
+    keys = OfflineGrader.load(tiny_model_path).model.metadata["content_keys"]
+    records = _tiny_records()
+    expected = {r.sample.content_key()[:CONTENT_KEY_DIGITS] for r in records}
+
+    assert keys == sorted(expected)
+    assert all(len(key) == CONTENT_KEY_DIGITS for key in keys)
+    assert REFUSAL.content_key()[:CONTENT_KEY_DIGITS] not in keys

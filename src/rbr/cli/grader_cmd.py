@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,18 @@ from rbr.cli.common import (
     load_policy_or_default,
     policy_option,
     progress_bar,
-    read_data,
 )
-from rbr.cli.grader_train_cmd import train_command
+from rbr.cli.grader_train_cmd import read_labelled_file, train_command
 from rbr.data.io import atomic_output
+from rbr.data.types import Record
 from rbr.evaluation.grader_eval import evaluate_grader
 from rbr.evaluation.report import GraderReport
+from rbr.evaluation.training_notes import grader_training_note
+from rbr.features.space import feature_spaces
+from rbr.graders.base import Grader
+from rbr.graders.offline import DEFAULT_ARTIFACT, OfflineGrader
+from rbr.graders.offline.training import CONTENT_KEY_DIGITS
+from rbr.policy import Policy
 
 
 @click.group("grader", cls=ErrorReportingGroup)
@@ -90,17 +97,19 @@ def eval_command(
     With --few-shot-from set to the gold file itself, a gold item is never
     shown as its own example, because examples equal to the graded
     conversation and completion are skipped.
+
+    An offline grader whose artifact lists its training rows gets a note
+    when gold rows are among them; the shipped artifact, which has no such
+    list, always gets one.
     """
     policy = load_policy_or_default(policy_path)
-    records = read_data(gold_path)
+    records = read_labelled_file(gold_path, policy)
     grader = build_grader(grader_spec, records, policy)
-    if grader_spec["grader_kind"] == "offline" and grader_spec["artifact"] is None:
-        click.echo(
-            "note: the shipped offline grader was trained on the gold train split, "
-            "XSTest and GPTFuzz; on those files these are training-set numbers. "
-            "docs/offline-grader.md gives cross-validated figures.",
-            err=True,
-        )
+    note = training_overlap_note(
+        grader, records, gold_path=gold_path, artifact=grader_spec["artifact"]
+    )
+    if note:
+        click.echo(f"note: {note}", err=True)
     with grader, progress_bar(len(records), "grading") as bar:
         report = evaluate_grader(
             records,
@@ -112,22 +121,85 @@ def eval_command(
             batch_size=batch_size,
             progress=bar.update,
         )
+    skipped = propositions_not_evaluated(report, policy)
     print_report(report)
-    _write_outputs(report, json_path, thresholds_path)
+    for name, reason in skipped.items():
+        click.echo(f"not evaluated: {name} ({reason})")
+    extra = {"grader_training_note": note, "propositions_not_evaluated": skipped}
+    _write_outputs(report, extra, json_path, thresholds_path)
+
+
+def training_overlap_note(
+    grader: Grader, records: Sequence[Record], *, gold_path: Path, artifact: Path | None
+) -> str | None:
+    """Return a note when gold rows are training rows of an offline grader, else None.
+
+    An artifact trained by this version of rbr stores the content keys of
+    its training rows, so the note counts the gold rows among them. An
+    older artifact has no keys, so then only the shipped artifact gets a
+    note, which names its training sources.
+
+    Args:
+        grader: The grader being evaluated.
+        records: The gold rows.
+        gold_path: The gold file, named in the note.
+        artifact: The --artifact file, or None for the shipped artifact.
+    """
+    if not isinstance(grader, OfflineGrader):
+        return None
+    keys = grader.model.metadata.get("content_keys")
+    if not isinstance(keys, list):
+        shipped = artifact is None or artifact.resolve() == DEFAULT_ARTIFACT.resolve()
+        return grader_training_note(grader, shipped=True) if shipped else None
+    stored = set(keys)
+    overlap = sum(
+        r.sample.content_key()[:CONTENT_KEY_DIGITS] in stored for r in records
+    )
+    if not overlap:
+        return None
+    return (
+        f"{overlap} of the {len(records)} rows of {gold_path} are training rows of "
+        f"the offline grader {grader.identity} (same conversation and completion); "
+        "on those rows these are training-set numbers. For held-out figures, "
+        "train a grader without them ('rbr grader train') and pass it with "
+        "--artifact."
+    )
+
+
+def propositions_not_evaluated(report: GraderReport, policy: Policy) -> dict[str, str]:
+    """Return, for each policy proposition missing from ``report``, the reason."""
+    required = {
+        name for space in feature_spaces(policy).values() for name in space.propositions
+    }
+    reasons = {}
+    for name in policy.propositions:
+        if name in report.propositions:
+            continue
+        if name in required:
+            reasons[name] = "no gold row has a response type that requires it"
+        else:
+            reasons[name] = (
+                "no response type of the policy requires it, so no row is graded on it"
+            )
+    return reasons
 
 
 def _write_outputs(
-    report: GraderReport, json_path: Path | None, thresholds_path: Path | None
+    report: GraderReport,
+    extra: dict[str, Any],
+    json_path: Path | None,
+    thresholds_path: Path | None,
 ) -> None:
     """Write the requested files, each through a temporary file.
 
-    Both texts are built before anything is written, and the files are
-    renamed into place only after both were written, so an error leaves
-    neither file behind.
+    ``extra`` holds fields added to the report's JSON. Both texts are built
+    before anything is written, and the files are renamed into place only
+    after both were written, so an error leaves neither file behind.
     """
     outputs: list[tuple[Path, str]] = []
     if json_path is not None:
-        text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        data = {**report.to_dict(), **extra}
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         outputs.append((json_path, text))
     if thresholds_path is not None and report.thresholds is not None:
         outputs.append((thresholds_path, report.thresholds.to_json()))

@@ -34,11 +34,14 @@ wrapped each question is not in the file, so the prompt is the bare question.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from rbr.data.types import Message, Record, Sample, prompt_hash
 from rbr.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 XSTEST_LABELS: dict[str, dict[str, bool]] = {
     "1_full_compliance": {"fully_complies": True, "partially_complies": True},
@@ -121,7 +124,7 @@ def load_xstest(
         prompts_path: ``prompts.csv`` with the safe/unsafe label of each
             prompt; defaults to ``prompts.csv`` beside ``path`` when that
             exists. Without it, disallowed_content is labelled only for
-            full refusals.
+            full refusals, and a warning is logged.
         model: Name of the model that wrote the completions; defaults to the
             part of the file name after ``completions_``.
 
@@ -138,6 +141,13 @@ def load_xstest(
     model = model or path.stem.removeprefix("completions_")
     if prompts_path is None and (path.parent / "prompts.csv").exists():
         prompts_path = path.parent / "prompts.csv"
+    if prompts_path is None:
+        logger.warning(
+            "%s: no prompts.csv in the same folder, so disallowed_content is "
+            "labelled only for full refusals; pass prompts_path or put the XSTest "
+            "prompts.csv there to label compliant answers to safe prompts too",
+            path,
+        )
     prompt_labels = read_xstest_prompt_labels(prompts_path) if prompts_path else {}
     records = []
     required = {"id", "prompt", "completion", "final_label"}

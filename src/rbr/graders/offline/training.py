@@ -18,7 +18,8 @@ the features of the gold propositions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,9 @@ from rbr.graders.offline.model import OfflineModel, Rule
 from rbr.graders.offline.rules import DEFAULT_RULES, PROPOSITIONS, prior_rule
 from rbr.graders.offline.stage1 import (
     DEFAULT_VIEWS,
+    FEATURE_BLOCKS,
     View,
+    ViewFits,
     candidate_mixtures,
     fit_logistic,
     fit_views,
@@ -49,6 +52,15 @@ logger = logging.getLogger(__name__)
 
 FEATURE_STATISTICS: tuple[str, ...] = ("reference", "all")
 """Values of ``TrainingOptions.feature_statistics``."""
+
+CONTENT_KEY_DIGITS = 16
+"""Hex digits kept of each training row's :meth:`Sample.content_key`.
+
+64 bits: among a million training rows and a million other rows, a false
+match has a probability below 1e-7."""
+
+ProgressCallback = Callable[[str], None]
+"""Callback that receives one line of training progress."""
 
 
 class TrainingOptionsError(GraderError, ValueError):
@@ -125,6 +137,7 @@ def train_offline_model(
     *,
     propositions: Sequence[str] = PROPOSITIONS,
     options: TrainingOptions | None = None,
+    progress: ProgressCallback | None = None,
 ) -> OfflineModel:
     """Fit an offline grader on records with full or partial proposition labels.
 
@@ -133,6 +146,9 @@ def train_offline_model(
             fit of that proposition.
         propositions: Names the model answers, in column order.
         options: Training settings; None uses the defaults.
+        progress: Receives progress lines: the feature extraction, each
+            proposition's labels and method, and each fitted view, with
+            elapsed times. None logs them at INFO level.
 
     Returns:
         The fitted model, with parameters rounded to the float32 values the
@@ -142,10 +158,14 @@ def train_offline_model(
         DataError: When ``records`` is empty or labels no proposition.
     """
     options = options or TrainingOptions()
+    report = progress or _log_progress
+    started = time.perf_counter()
     if not records:
         raise DataError("training data", None, "no training records; pass at least one")
     matrix = build_matrix(records, propositions, options)
+    report(f"features of {matrix.n_rows} rows built in {_seconds(started)}")
     learned, rules = _choose_methods(matrix, options)
+    _report_methods(matrix, learned, rules, options, report)
     if not learned:
         raise DataError(
             "training data",
@@ -154,12 +174,12 @@ def train_offline_model(
             f"{options.min_positives} labelled negative rows; add labelled rows "
             "(or, in Python, lower TrainingOptions.min_positives)",
         )
-    view_logits = out_of_fold_view_logits(matrix, learned, options.views, options.folds)
+    view_logits = _out_of_fold_logits(matrix, learned, options, report, started)
     if options.select_views:
         mixture = select_mixture(matrix, learned, view_logits)
     else:
         mixture = np.tile(candidate_mixtures(len(options.views))[0], (len(learned), 1))
-    fits = fit_views(matrix, learned, np.arange(matrix.n_rows), options.views)
+    fits = _final_fits(matrix, learned, options, report, started)
     weights, intercepts = fits.blend(mixture)
     out_of_fold = np.einsum("nkv,kv->nk", view_logits, mixture)
     stack = (
@@ -167,9 +187,21 @@ def train_offline_model(
     )
     probabilities = _out_of_fold_probabilities(matrix, learned, out_of_fold, options)
     thresholds = _thresholds(matrix, learned, rules, probabilities)
+    report(f"thresholds tuned; training took {_seconds(started)}")
     model = _assemble(matrix, learned, rules, weights, intercepts, stack, thresholds)
     model.metadata = _metadata(matrix, learned, rules, options, mixture)
+    model.metadata["content_keys"] = training_content_keys(records)
     return model
+
+
+def training_content_keys(records: Sequence[Record]) -> list[str]:
+    """Return the sorted, distinct content keys of the training rows.
+
+    Each key is the first :data:`CONTENT_KEY_DIGITS` hex digits of
+    :meth:`Sample.content_key` (a SHA-256 of the conversation and completion
+    text), so an evaluation can tell which of its rows were training rows.
+    """
+    return sorted({r.sample.content_key()[:CONTENT_KEY_DIGITS] for r in records})
 
 
 def train_offline_grader(
@@ -178,16 +210,20 @@ def train_offline_grader(
     out: str | Path,
     propositions: Sequence[str] = PROPOSITIONS,
     options: TrainingOptions | None = None,
+    progress: ProgressCallback | None = None,
 ) -> OfflineModel:
     """Fit an offline grader and save it to ``out`` as an ``.npz`` artifact.
 
-    Load the file with ``OfflineGrader.load(out)``.
+    Load the file with ``OfflineGrader.load(out)``. The arguments are those
+    of :func:`train_offline_model`.
 
     Raises:
         DataError: When the records cannot train a model (see
             :func:`train_offline_model`).
     """
-    model = train_offline_model(records, propositions=propositions, options=options)
+    model = train_offline_model(
+        records, propositions=propositions, options=options, progress=progress
+    )
     digest = model.save(out)
     logger.info("saved offline grader to %s (sha256 %s)", out, digest[:12])
     return model
@@ -206,17 +242,89 @@ def _choose_methods(
         if min(positives, negatives) >= options.min_positives:
             learned.append(name)
         else:
-            rule = DEFAULT_RULES.get(name) or prior_rule(positives, len(rows))
-            rules[name] = rule
-            logger.info(
-                "proposition %s has %d positive and %d negative labels, fewer "
-                "than %d: using a rule",
-                name,
-                positives,
-                negatives,
-                options.min_positives,
-            )
+            rules[name] = DEFAULT_RULES.get(name) or prior_rule(positives, len(rows))
     return learned, rules
+
+
+def _report_methods(
+    matrix: TrainingMatrix,
+    learned: Sequence[str],
+    rules: dict[str, Rule],
+    options: TrainingOptions,
+    report: ProgressCallback,
+) -> None:
+    """Report each proposition's labelled rows, positives and method."""
+    for k, name in enumerate(matrix.propositions):
+        rows = labelled_rows(matrix, k)
+        positives = int(np.sum(matrix.labels[rows, k] >= 0.5))
+        if name in learned:
+            method = "logistic regression"
+        else:
+            kind = "cue rule" if rules[name].weights else "constant probability"
+            method = (
+                f"{kind} (fewer than {options.min_positives} positive or negative "
+                "labels)"
+            )
+        report(f"{name}: {len(rows)} labelled rows, {positives} positive: {method}")
+
+
+def _out_of_fold_logits(
+    matrix: TrainingMatrix,
+    learned: Sequence[str],
+    options: TrainingOptions,
+    report: ProgressCallback,
+    started: float,
+) -> np.ndarray:
+    """Return out-of-fold logits of every view, reporting each view when done.
+
+    Fitting one view at a time gives the same logits as fitting all views
+    together, because each view's regressions are independent.
+    """
+    parts = []
+    count = len(options.views)
+    for v, view in enumerate(options.views):
+        view_started = time.perf_counter()
+        parts.append(out_of_fold_view_logits(matrix, learned, (view,), options.folds))
+        report(
+            f"out-of-fold predictions for the thresholds ({options.folds} folds "
+            f"by prompt), view {view.name!r} ({v + 1}/{count}) of "
+            f"{len(learned)} propositions: {_seconds(view_started)}, "
+            f"{_seconds(started)} in all"
+        )
+    return np.concatenate(parts, axis=2)
+
+
+def _final_fits(
+    matrix: TrainingMatrix,
+    learned: Sequence[str],
+    options: TrainingOptions,
+    report: ProgressCallback,
+    started: float,
+) -> ViewFits:
+    """Fit every view on all rows, reporting each view when done."""
+    count = len(options.views)
+    width = sum(matrix.blocks[b].shape[1] for b in FEATURE_BLOCKS)
+    fits = ViewFits(
+        np.zeros((count, width, len(learned))), np.zeros((count, len(learned)))
+    )
+    for v, view in enumerate(options.views):
+        view_started = time.perf_counter()
+        part = fit_views(matrix, learned, np.arange(matrix.n_rows), (view,))
+        fits.weights[v] = part.weights[0]
+        fits.intercepts[v] = part.intercepts[0]
+        report(
+            f"final fit on all {matrix.n_rows} rows, view {view.name!r} "
+            f"({v + 1}/{count}): {_seconds(view_started)}, {_seconds(started)} in all"
+        )
+    return fits
+
+
+def _seconds(since: float) -> str:
+    return f"{time.perf_counter() - since:.1f} s"
+
+
+def _log_progress(message: str) -> None:
+    logger.info("%s", message)
 
 
 def _stack_inputs(matrix: TrainingMatrix, logits: np.ndarray) -> np.ndarray:
