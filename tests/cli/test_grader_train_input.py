@@ -11,13 +11,15 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
 from rbr.cli.main import cli
 from rbr.data.external import load_xstest
 from rbr.examples import example_path
-from rbr.graders.offline import OfflineGrader
+from rbr.graders.offline import DEFAULT_ARTIFACT, OfflineGrader
+from tests.conftest import shared_file
 
 pytest.importorskip("sklearn")
 
@@ -218,7 +220,7 @@ def test_eval_no_note_without_overlap(
     assert json.loads(report.read_text())["grader_training_note"] is None
 
 
-def test_eval_note_for_shipped_artifact(gold: Path, tmp_path: Path) -> None:
+def test_eval_no_note_outside_training_rows(gold: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
 
     result = CliRunner().invoke(
@@ -226,11 +228,45 @@ def test_eval_note_for_shipped_artifact(gold: Path, tmp_path: Path) -> None:
     )
 
     assert result.exit_code == 0, result.output
+    assert "note:" not in result.stderr
+    assert json.loads(report.read_text())["grader_training_note"] is None
+
+
+def test_eval_note_counts_shipped_training_rows(tmp_path: Path) -> None:
+    rows = shared_file("rbr-gold/train.jsonl").read_text().splitlines()[:20]
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = tmp_path / "report.json"
+
+    result = CliRunner().invoke(
+        cli, ["grader", "eval", "--gold", str(gold), "--json", str(report)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "note: 20 of the 20 rows" in result.stderr
+    note = json.loads(report.read_text())["grader_training_note"]
+    assert "training-set numbers" in note
+
+
+def test_eval_note_for_shipped_without_keys(
+    gold: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with np.load(DEFAULT_ARTIFACT, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    header = json.loads(bytes(arrays["header"]).decode("utf-8"))
+    del header["metadata"]["content_keys"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)
+    older = tmp_path / "older.npz"
+    np.savez(older, **arrays)
+    monkeypatch.setattr("rbr.cli.grader_cmd.DEFAULT_ARTIFACT", older)
+
+    result = CliRunner().invoke(
+        cli, ["grader", "eval", "--gold", str(gold), "--artifact", str(older)]
+    )
+
+    assert result.exit_code == 0, result.output
     assert "note: the offline grader offline:sha256=" in result.stderr
     assert "351 hand-labelled gold rows" in result.stderr
-    assert (
-        "training-set numbers" in json.loads(report.read_text())["grader_training_note"]
-    )
 
 
 def test_eval_no_note_for_artifact_without_keys(
