@@ -4,7 +4,8 @@ One request per distinct prompt shows the policy's content categories with
 a description of each, then the conversation, and requests the category
 name alone (temperature 0, a few output tokens). Connection settings,
 rate limits, retries and backoff are those of the OpenAI-compatible
-grader (:mod:`rbr.graders.openai_compat`, :mod:`rbr.graders.ratelimit`).
+grader (:mod:`rbr.graders.openai_compat`, :mod:`rbr.graders.http`,
+:mod:`rbr.graders.ratelimit`).
 
 A reply is read by :func:`rbr.reward.category_prompt.parse_category_reply`.
 A prompt whose reply names no category, or more than one, gets None and
@@ -24,16 +25,14 @@ import httpx
 
 from rbr.data.types import Message, prompt_hash
 from rbr.errors import GraderError
-from rbr.graders.openai_compat import (
-    ENDPOINTS,
-    ENV_API_KEY,
+from rbr.graders.http import (
     RequestFailure,
     post_json,
-    resolve_connection,
     run_workers,
     send_with_retries,
     server_message,
 )
+from rbr.graders.openai_compat import ENDPOINTS, ENV_API_KEY, resolve_connection
 from rbr.graders.ratelimit import (
     RateLimiter,
     RequestLimits,

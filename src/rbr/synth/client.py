@@ -21,14 +21,13 @@ from typing import Any, TypeVar
 import httpx
 
 from rbr.errors import GraderError
-from rbr.graders.openai_compat import (
-    ENV_API_KEY,
+from rbr.graders.http import (
     RequestFailure,
     post_json,
-    resolve_connection,
     send_with_retries,
     server_message,
 )
+from rbr.graders.openai_compat import ENV_API_KEY, resolve_connection
 from rbr.graders.ratelimit import (
     RateLimiter,
     RequestLimits,
