@@ -258,7 +258,7 @@ def test_eval_note_for_shipped_without_keys(
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)
     older = tmp_path / "older.npz"
     np.savez(older, **arrays)
-    monkeypatch.setattr("rbr.cli.grader_cmd.DEFAULT_ARTIFACT", older)
+    monkeypatch.setattr("rbr.evaluation.training_notes.DEFAULT_ARTIFACT", older)
 
     result = CliRunner().invoke(
         cli, ["grader", "eval", "--gold", str(gold), "--artifact", str(older)]

@@ -12,6 +12,7 @@ from rbr.cli.quickstart_cmd import quickstart_command
 from rbr.cli.report_cmd import report_group
 from rbr.examples import example_path
 from rbr.reports.grader_report import build_grader_report
+from tests.conftest import shared_file
 from tests.reports.test_report_grader import shifted_evaluation  # noqa: F401
 
 
@@ -24,19 +25,55 @@ def gold_head(tmp_path):
     return path
 
 
-def test_report_grader_offline_note(gold_head, tmp_path):
+def test_report_grader_no_note_on_examples(gold_head, tmp_path):
+    # The bundled examples are not training rows of the shipped artifact.
     pytest.importorskip("matplotlib")
     out = tmp_path / "rep"
     result = CliRunner().invoke(
         report_group, ["grader", "--gold", str(gold_head), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "note: the offline grader" in result.output
-    assert "hand-labelled gold rows" in result.output
+    assert "note:" not in result.output
+    data = json.loads((out / "grader-report.json").read_text(encoding="utf-8"))
+    assert data["grader_training_note"] is None
+    html = (out / "grader-report.html").read_text(encoding="utf-8")
+    assert "Note:" not in html
+
+
+def test_report_grader_note_on_training_rows(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = shared_file("rbr-gold/train.jsonl").read_text().splitlines()[:20]
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(
+        report_group, ["grader", "--gold", str(gold), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "note: 20 of the 20 rows" in result.output
     data = json.loads((out / "grader-report.json").read_text(encoding="utf-8"))
     assert "training-set numbers" in data["grader_training_note"]
     html = (out / "grader-report.html").read_text(encoding="utf-8")
-    assert "Note: the offline grader" in html
+    assert "Note: 20 of the 20 rows" in html
+
+
+def test_report_grader_rejects_misspelled_proposition(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [
+        json.loads(line)
+        for line in example_path().read_text(encoding="utf-8").splitlines()[:20]
+    ]
+    rows[3]["propositions"]["apologyy"] = rows[3]["propositions"].pop("apology")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(
+        report_group, ["grader", "--gold", str(gold), "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert f"error: {gold}:4: unknown proposition 'apologyy'" in result.output
+    assert "did you mean 'apology'?" in result.output
+    assert not out.exists()
 
 
 def test_report_grader_labels_no_note(gold_head, tmp_path):

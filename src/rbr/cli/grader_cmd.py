@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,10 @@ from rbr.cli.common import (
 )
 from rbr.cli.grader_train_cmd import read_labelled_file, train_command
 from rbr.data.io import atomic_output
-from rbr.data.types import Record
 from rbr.evaluation.grader_eval import evaluate_grader
 from rbr.evaluation.report import GraderReport
-from rbr.evaluation.training_notes import grader_training_note
+from rbr.evaluation.training_notes import training_overlap_note
 from rbr.features.space import feature_spaces
-from rbr.graders.base import Grader
-from rbr.graders.offline import DEFAULT_ARTIFACT, OfflineGrader
-from rbr.graders.offline.training import CONTENT_KEY_DIGITS
 from rbr.policy import Policy
 
 
@@ -127,43 +122,6 @@ def eval_command(
         click.echo(f"not evaluated: {name} ({reason})")
     extra = {"grader_training_note": note, "propositions_not_evaluated": skipped}
     _write_outputs(report, extra, json_path, thresholds_path)
-
-
-def training_overlap_note(
-    grader: Grader, records: Sequence[Record], *, gold_path: Path, artifact: Path | None
-) -> str | None:
-    """Return a note when gold rows are training rows of an offline grader, else None.
-
-    An artifact trained by this version of rbr stores the content keys of
-    its training rows, so the note counts the gold rows among them. An
-    older artifact has no keys, so then only the shipped artifact gets a
-    note, which names its training sources.
-
-    Args:
-        grader: The grader being evaluated.
-        records: The gold rows.
-        gold_path: The gold file, named in the note.
-        artifact: The --artifact file, or None for the shipped artifact.
-    """
-    if not isinstance(grader, OfflineGrader):
-        return None
-    keys = grader.model.metadata.get("content_keys")
-    if not isinstance(keys, list):
-        shipped = artifact is None or artifact.resolve() == DEFAULT_ARTIFACT.resolve()
-        return grader_training_note(grader, shipped=True) if shipped else None
-    stored = set(keys)
-    overlap = sum(
-        r.sample.content_key()[:CONTENT_KEY_DIGITS] in stored for r in records
-    )
-    if not overlap:
-        return None
-    return (
-        f"{overlap} of the {len(records)} rows of {gold_path} are training rows of "
-        f"the offline grader {grader.identity} (same conversation and completion); "
-        "on those rows these are training-set numbers. For held-out figures, "
-        "train a grader without them ('rbr grader train') and pass it with "
-        "--artifact."
-    )
 
 
 def propositions_not_evaluated(report: GraderReport, policy: Policy) -> dict[str, str]:

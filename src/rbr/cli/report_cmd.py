@@ -19,10 +19,11 @@ from rbr.cli.common import (
     read_data,
     weights_option,
 )
+from rbr.cli.grader_train_cmd import read_labelled_file
 from rbr.data.io import write_jsonl
 from rbr.data.xstest_pairs import XSTEST_MODELS, xstest_comparison_rows
 from rbr.errors import DataError
-from rbr.evaluation.training_notes import grader_training_note
+from rbr.evaluation.training_notes import training_overlap_note
 from rbr.fitting.grading import grade_records
 from rbr.fitting.weights import RBRWeights
 from rbr.reports.html import ReportError, ReportFiles, format_number
@@ -196,6 +197,9 @@ def grader_report_command(
     """Report per-proposition accuracy, ROC-AUC and reliability curves of a grader.
 
     Give --from-json (an evaluation already run) or --gold (grade now).
+    With --gold, a label for a proposition the policy does not define is an
+    error, and an offline grader gets a note when gold rows are among its
+    training rows, as in 'rbr grader eval'.
     """
     from rbr.reports.grader_report import (
         PROPOSITION_COLUMNS,
@@ -217,9 +221,11 @@ def grader_report_command(
     else:
         assert gold_path is not None
         policy = load_policy_or_default(policy_path)
-        records = read_data(gold_path, policy)
+        records = read_labelled_file(gold_path, policy)
         grader = build_grader(grader_spec, records, policy)
-        note = grader_training_note(grader, shipped=grader_spec["artifact"] is None)
+        note = training_overlap_note(
+            grader, records, gold_path=gold_path, artifact=grader_spec["artifact"]
+        )
         if note:
             click.echo(f"note: {note}", err=True)
         with grader, progress_bar(len(records), "grading") as bar:

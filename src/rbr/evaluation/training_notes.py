@@ -1,18 +1,23 @@
 """One-line notes when a bundled model may be evaluated on its own training data.
 
 The offline grader and the offline prompt classifier store which data sources
-they were trained on, but not the training rows themselves. So these notes
-cannot tell whether the evaluated file was among them; they name the
-sources and point to held-out figures instead.
+they were trained on. An offline grader artifact trained by this version of
+rbr also stores content keys of its training rows, so
+:func:`training_overlap_note` counts the evaluated rows among them. Without
+those keys a note cannot tell whether the evaluated file was among the
+training rows, so it names the sources and points to held-out figures instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from rbr.data.types import Record
 from rbr.graders.base import Grader
-from rbr.graders.offline import OfflineGrader
+from rbr.graders.offline import DEFAULT_ARTIFACT, OfflineGrader
+from rbr.graders.offline.training import CONTENT_KEY_DIGITS
 from rbr.reward.prompt_offline import OfflinePromptClassifier
 
 SOURCE_TITLES = {
@@ -46,6 +51,43 @@ def grader_training_note(grader: Grader, *, shipped: bool) -> str | None:
         f"{origin if shipped else ''}; on those rows these are training-set "
         "numbers. For held-out figures see docs/offline-grader.md, or train a "
         "grader without this file ('rbr grader train') and pass it with --artifact."
+    )
+
+
+def training_overlap_note(
+    grader: Grader, records: Sequence[Record], *, gold_path: Path, artifact: Path | None
+) -> str | None:
+    """Return a note when gold rows are training rows of an offline grader, else None.
+
+    An artifact trained by this version of rbr stores the content keys of
+    its training rows, so the note counts the gold rows among them. An
+    older artifact has no keys, so then only the shipped artifact gets a
+    note, which names its training sources.
+
+    Args:
+        grader: The grader being evaluated.
+        records: The gold rows.
+        gold_path: The gold file, named in the note.
+        artifact: The --artifact file, or None for the shipped artifact.
+    """
+    if not isinstance(grader, OfflineGrader):
+        return None
+    keys = grader.model.metadata.get("content_keys")
+    if not isinstance(keys, list):
+        shipped = artifact is None or artifact.resolve() == DEFAULT_ARTIFACT.resolve()
+        return grader_training_note(grader, shipped=True) if shipped else None
+    stored = set(keys)
+    overlap = sum(
+        r.sample.content_key()[:CONTENT_KEY_DIGITS] in stored for r in records
+    )
+    if not overlap:
+        return None
+    return (
+        f"{overlap} of the {len(records)} rows of {gold_path} are training rows of "
+        f"the offline grader {grader.identity} (same conversation and completion); "
+        "on those rows these are training-set numbers. For held-out figures, "
+        "train a grader without them ('rbr grader train') and pass it with "
+        "--artifact."
     )
 
 
