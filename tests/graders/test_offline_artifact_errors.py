@@ -32,3 +32,11 @@ def test_text_file_is_not_archive(tmp_path):
     path.write_text('{"prompt": []}\n', encoding="utf-8")
     with pytest.raises(ArtifactError, match=r"not an \.npz archive"):
         load_model(path)
+
+
+def test_truncated_archive_named(tmp_path):
+    path = tmp_path / "truncated.npz"
+    np.savez(path, weights=np.zeros(1000))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="BadZipFile"):
+        load_model(path)

@@ -662,6 +662,27 @@ def test_outage_mid_run_stops_sending() -> None:
     assert sum("not sent" in u.detail for u in not_sent) == 28
 
 
+def test_silent_server_stops_after_timeouts() -> None:
+    script = {(str(i), name): [timeout(1.0)] * 2 for i in range(6) for name in NAMES}
+    limits = RequestLimits(
+        max_concurrency=2, timeout_s=0.2, max_retries=1, backoff_base_s=0.01
+    )
+    with FakeOpenAIServer(NAMES, script=script) as server:
+        grader = make_grader(server, limits=limits)
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachableError) as raised:
+            grader.grade(make_samples(6), PROPOSITIONS)
+        elapsed = time.monotonic() - started
+        sent = len(server.requests)
+    message = str(raised.value)
+    assert f"no answer from {server.url}" in message
+    assert "raise --timeout" in message
+    assert elapsed < 3.0
+    # Two cells of two attempts each, and perhaps one more wave in flight.
+    assert sent <= 8
+    assert grader.stats.unscored["timeout"] >= 2
+
+
 def test_connect_timeout_counts_as_connection_error() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -372,3 +372,9 @@ def test_build_pipeline_rejects_bad_parts(files):
 def test_weights_file_is_json(files):
     _, weights_path = files
     assert "Hard Refuse" in json.loads(weights_path.read_text())["response_types"]
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), float("-inf")])
+def test_settings_reject_non_finite_base_scale(scale):
+    with pytest.raises(RewardConfigError, match="key 'base_scale'.*not a finite"):
+        RewardSettings.from_mapping({"weights": "w.json", "base_scale": scale})

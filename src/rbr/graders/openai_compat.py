@@ -18,8 +18,8 @@ reason is ``rate_limited``, ``server_error``, ``timeout``,
 ``http_error`` (any other 4xx status). Errors that would fail every request
 (401, 403, 404, and a 400 before any request succeeded) raise
 :class:`~rbr.errors.GraderError` at once. When several cells in a row fail to
-connect even after their retries, the call stops sending and raises
-:class:`ServerUnreachableError` (see :func:`connection_failure_limit`).
+connect or time out even after their retries, the call stops sending and
+raises :class:`ServerUnreachableError` (see :func:`connection_failure_limit`).
 """
 
 from __future__ import annotations
@@ -115,13 +115,19 @@ ResultCallback = Callable[[int, str, "float | Unscored"], None]
 
 
 class ServerUnreachableError(GraderError):
-    """The grader could not connect to the server for several cells in a row."""
+    """The server failed to connect or to reply for several cells in a row."""
+
+
+UNREACHABLE_CAUSES = frozenset({"connection_error", "timeout"})
+"""Final failure causes that count towards stopping a call, because neither
+brought a reply."""
 
 
 def connection_failure_limit(limits: RequestLimits) -> int:
     """Return how many cells in a row may fail to connect before a call stops.
 
-    A cell counts when every attempt, retries included, failed to connect.
+    A cell counts when every attempt, retries included, failed to connect or
+    timed out.
     The limit is ``max_concurrency`` capped at
     :data:`CONNECTION_FAILURE_LIMIT` and at least 2. When the server is down,
     the first ``max_concurrency`` cells fail together, so the call stops
@@ -131,7 +137,7 @@ def connection_failure_limit(limits: RequestLimits) -> int:
 
 
 class _ConnectionWatch:
-    """Count cells in a row whose final outcome was a connection error.
+    """Count cells in a row whose final outcome was a connection error or timeout.
 
     Any other final outcome, such as a reply or an HTTP error status, resets
     the count, so scattered failures in a healthy run do not stop it. All
@@ -142,6 +148,7 @@ class _ConnectionWatch:
         self.limit = limit
         self.failures_in_row = 0
         self.last_detail = ""
+        self.timeouts_in_row = 0
         self.stop = asyncio.Event()
         self.not_sent = RequestFailure(
             "connection_error",
@@ -158,13 +165,15 @@ class _ConnectionWatch:
         """Count a cell's final outcome, unless the call has already stopped."""
         if self.stopped or outcome is self.not_sent:
             return
-        if isinstance(outcome, RequestFailure) and outcome.cause == "connection_error":
+        if isinstance(outcome, RequestFailure) and outcome.cause in UNREACHABLE_CAUSES:
             self.failures_in_row += 1
+            self.timeouts_in_row += outcome.cause == "timeout"
             self.last_detail = outcome.detail
             if self.stopped:
                 self.stop.set()
         else:
             self.failures_in_row = 0
+            self.timeouts_in_row = 0
 
 
 class _CallCounter:
@@ -382,6 +391,15 @@ class OpenAICompatibleGrader(Grader):
 
     def _unreachable_message(self, watch: _ConnectionWatch) -> str:
         attempts = self.limits.max_retries + 1
+        if watch.timeouts_in_row:
+            return (
+                f"no answer from {self.base_url}: {watch.failures_in_row} cells in a "
+                f"row timed out or failed to connect after {attempts} "
+                f"attempt{'s' * (attempts > 1)} each ({watch.timeouts_in_row} timed "
+                f"out; last error: {watch.last_detail}), so the remaining cells were "
+                "not sent. Check that the server is up and serving this model, or "
+                "raise --timeout"
+            )
         return (
             f"could not connect to {self.base_url}: {watch.failures_in_row} cells in "
             f"a row failed to connect after {attempts} attempt{'s' * (attempts > 1)} "

@@ -15,6 +15,7 @@ settings, so a reward behaves the same wherever it runs::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,11 @@ class RewardSettings(BaseModel):
                 f"{source}: key 'base_normalization': unknown value "
                 f"{settings.base_normalization!r}; use one of "
                 f"{', '.join(BASE_NORMALIZATIONS)}"
+            )
+        if not math.isfinite(settings.base_scale):
+            raise RewardConfigError(
+                f"{source}: key 'base_scale': {settings.base_scale!r} is not a "
+                "finite number; use a number such as 1.0"
             )
         grader = dict(settings.grader)
         kind = grader.pop("kind", "offline")

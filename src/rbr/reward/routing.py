@@ -149,7 +149,8 @@ class Router:
         if self.classifier is None:
             raise RoutingError(
                 f"prompt {pending[0]} has neither a response type nor a category "
-                f"({len(pending)} such prompts); pass a 'response_type' or "
+                f"({len(pending)} such prompt{'s' * (len(pending) > 1)}); pass a "
+                "'response_type' or "
                 "'category' column, or configure a prompt classifier"
             )
         predicted = self.classifier.classify([prompts[i] for i in pending])

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +244,7 @@ def load_model(path: str | Path) -> tuple[OfflineModel, str]:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         header = json.loads(bytes(arrays["header"]).decode("utf-8"))
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
         raise ArtifactError(
             f"{path} is not an offline grader artifact "
             f"({type(error).__name__}: {_first_sentence(error)}); pass a file "
