@@ -203,3 +203,14 @@ def test_report_without_matplotlib(runner, data_file, tmp_path, monkeypatch):
     )
     assert not (out / "evaluation_metrics.png").exists()
     assert (out / "evaluation.json").exists()
+
+
+def test_csv_points_to_xstest(runner, tmp_path):
+    path = tmp_path / "completions_model.csv"
+    path.write_text("id,prompt,completion,final_label\n", encoding="utf-8")
+    result = runner.invoke(
+        evaluate_command, [str(path), "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 2
+    assert "is a CSV file" in result.output
+    assert f"rbr xstest {path}" in result.output

@@ -200,6 +200,12 @@ def evaluate_command(
         return
     if data is None:
         raise click.UsageError("missing DATA, the completions file to evaluate")
+    if data.suffix.lower() == ".csv":
+        raise click.UsageError(
+            f"{data} is a CSV file; rbr evaluate reads JSONL or Parquet in the gold "
+            "format. For an XSTest completions file, run 'rbr xstest "
+            f"{data}'"
+        )
     check_output_path(out_dir / "evaluation.json", suffixes=(".json",))
     policy = load_policy_or_default(policy_path)
     spec = SafetyMetricSpec.from_policy(

@@ -91,8 +91,9 @@ class RBRWeights:
             raise WeightsError(
                 f"{source} were fitted with grader {self.grader_identity!r}, but the "
                 f"grader in use is {grader_identity!r}; refit with this grader, or pass "
-                "allow_grader_mismatch=True (CLI: --allow-grader-mismatch) to accept "
-                "rewards tuned for another grader"
+                "allow_grader_mismatch=True (CLI: --allow-grader-mismatch; reward "
+                "settings: allow_grader_mismatch: true) to accept rewards tuned for "
+                "another grader"
             )
 
     def to_dict(self) -> dict[str, Any]:
