@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -76,14 +76,19 @@ async def run_workers(
             for item in queue:
                 await handle(client, item)
 
-        tasks = [asyncio.create_task(work()) for _ in range(size)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await gather_or_cancel([work() for _ in range(size)])
+
+
+async def gather_or_cancel(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> None:
+    """Run coroutines together; on the first failure cancel the rest and re-raise."""
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def post_json(

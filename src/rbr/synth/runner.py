@@ -15,7 +15,6 @@ at most one grader call is in flight and it may grade several completions.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ import httpx
 from rbr.data.types import Sample
 from rbr.features.space import FeatureSpace
 from rbr.graders.base import Grader
+from rbr.graders.http import gather_or_cancel
 from rbr.graders.runtime import run_sync
 from rbr.policy.spec import Policy
 from rbr.synth.batching import GradeFunction, batch_grader
@@ -252,7 +252,7 @@ class Synthesizer:
                         progress(result)
 
             workers = self.sampler.limits.max_concurrency
-            await _gather_or_cancel([work() for _ in range(workers)])
+            await gather_or_cancel([work() for _ in range(workers)])
         return [result for result in results if result is not None]
 
     def job_settings(self, job: SynthJob) -> dict[str, object]:
@@ -385,18 +385,6 @@ class Synthesizer:
         ordered = {name: grades[name] for name in job.propositions if name in grades}
         values, missed = judge(self.policy, job.target, ordered, self.thresholds)
         return Attempt(number, text, finish_reason, ordered, values, missed, not missed)
-
-
-async def _gather_or_cancel(coroutines: Sequence[object]) -> None:
-    """Run coroutines together; on the first failure cancel the rest and re-raise."""
-    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _simple_closure(policy: Policy, requires: Mapping[str, bool]) -> set[str]:
