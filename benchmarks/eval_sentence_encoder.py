@@ -150,6 +150,7 @@ def encoder_logits(
 
 
 def logit(p: np.ndarray) -> np.ndarray:
+    """Return the log-odds of probabilities, clipped away from 0 and 1."""
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 

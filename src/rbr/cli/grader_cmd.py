@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from rbr.cli.common import (
 )
 from rbr.cli.grader_train_cmd import read_labelled_file, train_command
 from rbr.data.io import atomic_output
+from rbr.data.types import Record
 from rbr.evaluation.grader_eval import evaluate_grader
 from rbr.evaluation.report import GraderReport
 from rbr.evaluation.training_notes import training_overlap_note
 from rbr.features.space import feature_spaces
+from rbr.graders.base import Grader
 from rbr.policy import Policy
 
 
@@ -94,17 +97,11 @@ def eval_command(
     conversation and completion are skipped.
 
     An offline grader whose artifact lists its training rows gets a note
-    when gold rows are among them; the shipped artifact, which has no such
-    list, always gets one.
+    when gold rows are among them. An older artifact without that list gets
+    one only when it is the shipped artifact.
     """
-    policy = load_policy_or_default(policy_path)
-    records = read_labelled_file(gold_path, policy)
-    grader = build_grader(grader_spec, records, policy)
-    note = training_overlap_note(
-        grader, records, gold_path=gold_path, artifact=grader_spec["artifact"]
-    )
-    if note:
-        click.echo(f"note: {note}", err=True)
+    gold = load_gold(gold_path, policy_path, grader_spec)
+    policy, records, grader, note = gold.policy, gold.records, gold.grader, gold.note
     with grader, progress_bar(len(records), "grading") as bar:
         report = evaluate_grader(
             records,
@@ -122,6 +119,31 @@ def eval_command(
         click.echo(f"not evaluated: {name} ({reason})")
     extra = {"grader_training_note": note, "propositions_not_evaluated": skipped}
     _write_outputs(report, extra, json_path, thresholds_path)
+
+
+@dataclass(frozen=True)
+class GoldGrading:
+    """A gold file read for grading, with its grader and training-data note."""
+
+    policy: Policy
+    records: list[Record]
+    grader: Grader
+    note: str | None
+
+
+def load_gold(
+    gold_path: Path, policy_path: Path | None, grader_spec: dict[str, Any]
+) -> GoldGrading:
+    """Read a gold file, build the grader and print its training-data note, if any."""
+    policy = load_policy_or_default(policy_path)
+    records = read_labelled_file(gold_path, policy)
+    grader = build_grader(grader_spec, records, policy)
+    note = training_overlap_note(
+        grader, records, gold_path=gold_path, artifact=grader_spec["artifact"]
+    )
+    if note:
+        click.echo(f"note: {note}", err=True)
+    return GoldGrading(policy, list(records), grader, note)
 
 
 def propositions_not_evaluated(report: GraderReport, policy: Policy) -> dict[str, str]:

@@ -19,11 +19,10 @@ from rbr.cli.common import (
     read_data,
     weights_option,
 )
-from rbr.cli.grader_train_cmd import read_labelled_file
+from rbr.cli.grader_cmd import load_gold
 from rbr.data.io import write_jsonl
 from rbr.data.xstest_pairs import XSTEST_MODELS, xstest_comparison_rows
 from rbr.errors import DataError
-from rbr.evaluation.training_notes import training_overlap_note
 from rbr.fitting.grading import grade_records
 from rbr.fitting.weights import RBRWeights
 from rbr.reports.html import ReportError, ReportFiles, format_number
@@ -220,26 +219,19 @@ def grader_report_command(
         source = str(json_path)
     else:
         assert gold_path is not None
-        policy = load_policy_or_default(policy_path)
-        records = read_labelled_file(gold_path, policy)
-        grader = build_grader(grader_spec, records, policy)
-        note = training_overlap_note(
-            grader, records, gold_path=gold_path, artifact=grader_spec["artifact"]
-        )
-        if note:
-            click.echo(f"note: {note}", err=True)
-        with grader, progress_bar(len(records), "grading") as bar:
+        gold = load_gold(gold_path, policy_path, grader_spec)
+        with gold.grader, progress_bar(len(gold.records), "grading") as bar:
             data = run_grader_evaluation(
-                records,
-                policy,
-                grader,
+                gold.records,
+                gold.policy,
+                gold.grader,
                 source=str(gold_path),
                 tuning_fraction=tuning_fraction,
                 seed=seed,
                 batch_size=batch_size,
                 progress=bar.update,
             )
-        data["grader_training_note"] = note
+        data["grader_training_note"] = gold.note
         source = str(gold_path)
     files = build_grader_report(data, source=source).write(out_dir, name)
     print_table(PROPOSITION_COLUMNS, proposition_rows(data))

@@ -101,7 +101,8 @@ ENV_API_KEY = "OPENAI_API_KEY"
 ENDPOINTS: dict[str, str] = {"chat": "/chat/completions", "completions": "/completions"}
 
 CONNECTION_FAILURE_LIMIT = 8
-"""Largest number of cells in a row that may fail to connect before a call stops.
+"""Largest number of cells in a row that may fail to connect or time out before a
+call stops.
 
 See :func:`connection_failure_limit` for the limit a grader actually uses.
 """
@@ -124,7 +125,7 @@ brought a reply."""
 
 
 def connection_failure_limit(limits: RequestLimits) -> int:
-    """Return how many cells in a row may fail to connect before a call stops.
+    """Return how many cells in a row may fail to connect or time out before a stop.
 
     A cell counts when every attempt, retries included, failed to connect or
     timed out.
@@ -349,8 +350,9 @@ class OpenAICompatibleGrader(Grader):
 
         Raises:
             ServerUnreachableError: When :func:`connection_failure_limit`
-                cells in a row could not connect. Before it is raised, the
-                cells not yet sent are reported to ``on_result`` as unscored.
+                cells in a row could not connect or timed out. Before it is
+                raised, the cells not yet sent are reported to ``on_result``
+                as unscored.
             GraderError: On a reply that means every request will fail (bad
                 key, unknown model or URL, rejected request format).
         """
